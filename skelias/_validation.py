@@ -1,0 +1,87 @@
+"""Input validation shared by the skelias estimators.
+
+``X`` may be a sequence of raw texts (``str``), a scipy sparse feature matrix or
+a dense numeric array; these helpers tell them apart and reject bad input with
+a ``TypeError``/``ValueError`` a user can act on, before any training starts.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.utils.validation import check_array
+
+__all__ = ["is_text_input", "check_texts", "check_features", "check_X", "check_n_rows"]
+
+
+def is_text_input(X) -> bool:
+    """True when ``X`` looks like a sequence of documents rather than a feature matrix."""
+    if sp.issparse(X):
+        return False
+    if isinstance(X, np.ndarray):
+        return X.dtype.kind in "OUS" and X.ndim == 1
+    if isinstance(X, (str, bytes)):
+        return True
+    if hasattr(X, "__len__") and not hasattr(X, "shape"):
+        return True
+    return False
+
+
+def check_texts(X, name="X"):
+    """Validate a sequence of documents and return it as a list of str.
+
+    Raises
+    ------
+    TypeError
+        If ``X`` is a single string or holds a non-string item.
+    ValueError
+        If ``X`` is empty.
+    """
+    if isinstance(X, (str, bytes)):
+        raise TypeError(f"{name} must be a sequence of documents, not a single string; wrap it in a list.")
+    texts = list(X)
+    if len(texts) == 0:
+        raise ValueError(f"{name} is empty: it holds 0 documents.")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"{name}[{i}] is a {type(t).__name__}, not a str; every document must be a string.")
+    return texts
+
+
+def check_features(X, name="X", n_features=None, estimator_name="the estimator"):
+    """Validate a feature matrix: CSR float32 for sparse input, C-contiguous float32 for dense input.
+
+    Raises
+    ------
+    ValueError
+        On NaN/inf values, zero rows, or a feature count different from ``n_features``.
+    """
+    X = check_array(
+        X,
+        accept_sparse="csr",
+        dtype=np.float32,
+        ensure_all_finite=True,
+        ensure_2d=True,
+        ensure_min_samples=1,
+        ensure_min_features=1,
+        input_name=name,
+    )
+    if n_features is not None and X.shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {X.shape[1]} features, but {estimator_name} is expecting {n_features} features as input."
+        )
+    if sp.issparse(X):
+        X.sort_indices()
+    return X
+
+
+def check_X(X, name="X", n_features=None, estimator_name="the estimator"):
+    """Return ``("text", list_of_str)`` or ``("features", matrix)`` after validation."""
+    if is_text_input(X):
+        return "text", check_texts(X, name)
+    return "features", check_features(X, name, n_features, estimator_name)
+
+
+def check_n_rows(n_x, n_y):
+    if n_x != n_y:
+        raise ValueError(f"X has {n_x} samples but Y has {n_y}; they must have the same number of rows.")

@@ -1,0 +1,192 @@
+"""A simple, honest baseline: k-nearest-neighbour label voting on TF-IDF.
+
+:class:`KNNLabelClassifier` ranks labels by the summed cosine similarity of the
+training documents that carry them among the ``n_neighbors`` most similar
+training documents. It has no learned index and no training beyond storing
+the data; it exists as a reference point (and as the quickstart model until
+:class:`skelias.ELIASClassifier` lands), not as the product.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, clone
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.preprocessing import normalize
+from sklearn.utils.validation import check_is_fitted
+
+from ._labels import LabelIndexer, is_label_matrix
+from ._validation import check_n_rows, check_X
+from .metrics import _check_k, top_k
+
+__all__ = ["KNNLabelClassifier"]
+
+
+class KNNLabelClassifier(BaseEstimator):
+    """k-nearest-neighbour label voting (a baseline, not ELIAS).
+
+    Parameters
+    ----------
+    n_neighbors : int, default=30
+        Training documents that vote for each query.
+    k : int, default=5
+        Labels returned per row by :meth:`predict`.
+    power : float, default=2.0
+        Votes are ``similarity ** power``: larger values favour the closest neighbours.
+    vectorizer : TfidfVectorizer or None, default=None
+        Used when ``X`` is raw text. ``None`` builds
+        ``TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2, max_features=200_000)``.
+    batch_size : int, default=1024
+        Query rows scored at once (bounds memory to ``batch_size * n_train`` floats).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_labels,)
+        Label of each column (column indices when fitted on an indicator matrix).
+    vectorizer_ : TfidfVectorizer or None
+        The fitted vectorizer when fitted on raw text.
+    n_features_in_ : int
+        Number of features of the (vectorised) input.
+    """
+
+    def __init__(self, n_neighbors=30, k=5, power=2.0, vectorizer=None, batch_size=1024):
+        self.n_neighbors = n_neighbors
+        self.k = k
+        self.power = power
+        self.vectorizer = vectorizer
+        self.batch_size = batch_size
+
+    def _vectorize(self, kind, X):
+        if kind == "text":
+            if self.vectorizer_ is None:
+                raise TypeError("This model was fitted on a feature matrix; pass features, not raw texts.")
+            X = self.vectorizer_.transform(X)
+        elif self.vectorizer_ is not None:
+            raise TypeError("This model was fitted on raw texts; pass a list of str, not a feature matrix.")
+        return normalize(sp.csr_matrix(X, dtype=np.float32))
+
+    def fit(self, X, y):
+        """Store the normalised training documents and their labels.
+
+        Parameters
+        ----------
+        X : list of str, or sparse matrix / ndarray of shape (n_samples, n_features)
+        y : sparse matrix of shape (n_samples, n_labels), or sequence of label collections
+            Indicator matrix or labels (see :class:`skelias.LabelIndexer`).
+
+        Returns
+        -------
+        self
+        """
+        for name, v in (("n_neighbors", self.n_neighbors), ("batch_size", self.batch_size)):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+                raise ValueError(f"{name} must be a positive integer; got {v!r}.")
+        if not isinstance(self.power, numbers.Real) or self.power <= 0:
+            raise ValueError(f"power must be a positive number; got {self.power!r}.")
+        _check_k(self.k)
+        kind, X = check_X(X)
+        self.label_indexer_ = LabelIndexer().fit(y)
+        Ytr = self.label_indexer_.transform(y)
+        check_n_rows(len(X) if kind == "text" else X.shape[0], Ytr.shape[0])
+        if Ytr.nnz == 0:
+            raise ValueError("Y has no positive label at all; there is nothing to learn.")
+        self._fitted_on_matrix = is_label_matrix(y)
+        if kind == "text":
+            vec = self.vectorizer if self.vectorizer is not None else TfidfVectorizer(
+                sublinear_tf=True, ngram_range=(1, 2), min_df=2, max_features=200_000, dtype=np.float32
+            )
+            self.vectorizer_ = clone(vec).fit(X)
+        else:
+            self.vectorizer_ = None
+        Xtr = self._vectorize(kind, X)
+        self.n_features_in_ = Xtr.shape[1]
+        self.classes_ = self.label_indexer_.classes_
+        self.X_train_T_ = Xtr.T.tocsr()
+        self.Y_train_ = Ytr
+        return self
+
+    def decision_function(self, X):
+        """Label scores: summed ``similarity ** power`` of the neighbours carrying each label.
+
+        Returns
+        -------
+        scores : csr_matrix of shape (n_samples, n_labels), float32
+            Only labels of the neighbours are stored.
+        """
+        check_is_fitted(self, "X_train_T_")
+        kind, Xq = check_X(
+            X, n_features=None if self.vectorizer_ is not None else self.n_features_in_, estimator_name=type(self).__name__
+        )
+        Xq = self._vectorize(kind, Xq)
+        n_train = self.X_train_T_.shape[1]
+        nn = min(self.n_neighbors, n_train)
+        parts = []
+        for start in range(0, Xq.shape[0], self.batch_size):
+            sims = (Xq[start : start + self.batch_size] @ self.X_train_T_).toarray()
+            idx, s = top_k(sims, nn)
+            keep = s > 0
+            rows = np.repeat(np.arange(sims.shape[0]), nn)[keep.ravel()]
+            K = sp.csr_matrix(
+                (np.power(s[keep], self.power).astype(np.float32), (rows, idx[keep])), shape=(sims.shape[0], n_train)
+            )
+            parts.append(K @ self.Y_train_)
+        return sp.vstack(parts, format="csr").astype(np.float32)
+
+    def predict_topk(self, X, k=None):
+        """Top-``k`` labels and scores per row.
+
+        Parameters
+        ----------
+        X : list of str, or sparse matrix / ndarray of shape (n_samples, n_features)
+        k : int, optional
+            Defaults to the ``k`` parameter. Rows with fewer than ``k`` scored
+            labels (or ``k > n_labels``) are padded.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples, k)
+            Label names (``classes_`` values; padding ``None`` for string labels,
+            ``-1`` otherwise), or column indices when fitted on an indicator matrix.
+        scores : ndarray of shape (n_samples, k), float32
+            Descending; ``-inf`` at padded positions.
+        """
+        check_is_fitted(self, "X_train_T_")
+        k = _check_k(self.k if k is None else k)
+        S = self.decision_function(X)
+        idx, scores = top_k(S, min(k, S.shape[1]))
+        if k > idx.shape[1]:
+            pad = k - idx.shape[1]
+            idx = np.hstack([idx, np.full((idx.shape[0], pad), -1)])
+            scores = np.hstack([scores, np.full((idx.shape[0], pad), -np.inf, dtype=np.float32)])
+        if self._fitted_on_matrix:
+            return idx, scores
+        return self.label_indexer_.inverse_transform(idx), scores
+
+    def predict(self, X):
+        """CSR indicator (n_samples, n_labels), float32, of each row's top ``k`` scored labels.
+
+        At most ``min(k, n_labels)`` labels per row; only labels with a score
+        (carried by a neighbour) are predicted.
+        """
+        check_is_fitted(self, "X_train_T_")
+        S = self.decision_function(X)
+        idx, _ = top_k(S, min(_check_k(self.k), S.shape[1]))
+        keep = idx >= 0
+        rows = np.repeat(np.arange(idx.shape[0]), idx.shape[1])[keep.ravel()]
+        return sp.csr_matrix((np.ones(rows.size, np.float32), (rows, idx[keep])), shape=S.shape)
+
+    def score(self, X, y):
+        """Precision@1 on ``(X, Y)`` (labels unknown to the model count as misses)."""
+        from .metrics import precision_at_k_scorer
+
+        return precision_at_k_scorer(1)(self, X, y)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.target_tags.required = True
+        return tags
+

@@ -20,4 +20,5 @@ from .metrics import (
 
 __version__ = "0.1.0"
 
-from .neighbors import KNNLabelClassifier  # noqa: E402  (baseline; ELIAS lands in issue #3)
+from .elias import ELIASClassifier  # noqa: E402
+from .neighbors import KNNLabelClassifier  # noqa: E402  (a baseline)

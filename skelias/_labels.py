@@ -48,8 +48,16 @@ from sklearn.utils.validation import check_is_fitted
 __all__ = ["LabelIndexer", "check_label_matrix", "is_label_matrix"]
 
 
+def _as_array_if_arraylike(y):
+    """Array-likes that are not lists (pandas objects, wrappers with __array__) become ndarrays."""
+    if not isinstance(y, (list, tuple, np.ndarray)) and not sp.issparse(y) and hasattr(y, "__array__"):
+        return np.asarray(y)
+    return y
+
+
 def is_label_matrix(Y) -> bool:
     """Return True when ``Y`` is an indicator matrix (sparse or 2-D ndarray)."""
+    Y = _as_array_if_arraylike(Y)
     return sp.issparse(Y) or (isinstance(Y, np.ndarray) and Y.ndim == 2 and Y.dtype != object)
 
 
@@ -224,6 +232,7 @@ class LabelIndexer(TransformerMixin, BaseEstimator):
         """
         if self.handle_unknown not in ("ignore", "error"):
             raise ValueError(f"handle_unknown must be 'ignore' or 'error'; got {self.handle_unknown!r}.")
+        y = _as_array_if_arraylike(y)
         if is_label_matrix(y):
             Y = check_label_matrix(y)
             if self.classes is not None:
@@ -262,6 +271,7 @@ class LabelIndexer(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "classes_")
         n_labels = len(self.classes_)
+        y = _as_array_if_arraylike(y)
         if is_label_matrix(y):
             if not self.from_indicator_:
                 raise TypeError(

@@ -18,12 +18,16 @@ def is_text_input(X) -> bool:
     """True when ``X`` looks like a sequence of documents rather than a feature matrix."""
     if sp.issparse(X):
         return False
+    if not isinstance(X, (list, tuple, np.ndarray, str, bytes)) and hasattr(X, "__array__"):
+        X = np.asarray(X)  # pandas objects, array wrappers
     if isinstance(X, np.ndarray):
         return X.dtype.kind in "OUS" and X.ndim == 1
     if isinstance(X, (str, bytes)):
         return True
     if hasattr(X, "__len__") and not hasattr(X, "shape"):
-        return True
+        # a list of documents, unless its first item is itself a row of numbers (a nested list matrix)
+        first = next(iter(X), None)
+        return first is None or isinstance(first, (str, bytes)) or not hasattr(first, "__len__")
     return False
 
 

@@ -1,0 +1,195 @@
+"""The ELIAS network (paper §3.2): encoder φ, cluster classifiers W_C, adjacency A, label classifiers W_L."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from .index import (
+    NEG_INF,
+    cluster_log_scores,
+    edge_log_scores,
+    expand_paths,
+    label_parents,
+    max_over_paths,
+    shortlist_clusters,
+    shortlist_labels,
+)
+
+__all__ = ["ELIASNetwork"]
+
+
+class ELIASNetwork(nn.Module):
+    """ELIAS as a plain torch module.
+
+    Parameters
+    ----------
+    encoder : nn.Module with attribute ``dim``
+    n_labels : int (L)
+    a_indices, a_mask : ndarray of shape (C+1, κ)
+        Padded row-sparse adjacency (see :func:`skelias.index.padded_adjacency`).
+    alpha, beta : float
+        Eq. 1 and Eq. 5 multipliers.
+    beam_size, shortlist_size : int
+        b and K.
+    learn_adjacency : bool
+        Stage 2 (A's non-zeros are parameters, Eq. 5) or stage 1 (A fixed, edge score 1).
+    dense_label_scoring : bool
+        Score all L labels with one matmul and gather the shortlist (fast up to ~10⁵
+        labels on CPU) instead of gathering K classifier rows per example.
+    """
+
+    def __init__(self, encoder, n_labels, a_indices, a_mask, *, alpha=10.0, beta=150.0, beam_size=20,
+                 shortlist_size=2000, learn_adjacency=False, dense_label_scoring=True, a_values=None, seed=0):
+        super().__init__()
+        self.encoder = encoder
+        d = encoder.dim
+        C = a_indices.shape[0] - 1
+        self.n_labels, self.n_clusters = int(n_labels), int(C)
+        self.alpha, self.beta = float(alpha), float(beta)
+        self.beam_size, self.shortlist_size = int(beam_size), int(shortlist_size)
+        self.dense_label_scoring = bool(dense_label_scoring)
+        self.cluster_classifier = nn.Linear(d, C)
+        self.label_weight = nn.Parameter(torch.empty(n_labels, d))
+        self.label_bias = nn.Parameter(torch.zeros(n_labels))
+        nn.init.normal_(self.label_weight, std=1.0 / math.sqrt(d))
+        self.register_buffer("a_indices", torch.as_tensor(a_indices, dtype=torch.int64))
+        self.register_buffer("a_mask", torch.as_tensor(a_mask, dtype=torch.bool))
+        self.learn_adjacency = bool(learn_adjacency)
+        if a_values is None:  # Eq. 10: random(0, 1) on the support
+            g = torch.Generator().manual_seed(seed)
+            a_values = torch.rand(a_indices.shape, generator=g)
+        self.a_values = nn.Parameter(torch.as_tensor(a_values, dtype=torch.float32), requires_grad=learn_adjacency)
+        self.register_buffer("parent", torch.zeros(n_labels, dtype=torch.int64))
+        self.update_parents()
+
+    # ------------------------------------------------------------------ index pieces
+    def log_edge_scores(self):
+        """(C+1, κ) log edge scores: Eq. 5 in stage 2, 0 on the fixed support in stage 1."""
+        if self.learn_adjacency:
+            return edge_log_scores(self.a_values, self.a_mask, self.beta)
+        return torch.zeros_like(self.a_values).masked_fill(~self.a_mask, NEG_INF)
+
+    @torch.no_grad()
+    def update_parents(self):
+        """Eq. 3's ``argmax_c a_{c,l}`` for every label (the fixed cluster in stage 1)."""
+        vals = self.a_values if self.learn_adjacency else self.a_mask.float()
+        self.parent.copy_(label_parents(self.a_indices, self.a_mask, vals, self.n_labels))
+
+    def label_logits(self, emb, labels):
+        """w_lᵀφ + b_l for the shortlisted labels (pad label L gives an arbitrary finite value)."""
+        safe = labels.clamp(max=self.n_labels - 1)
+        if self.dense_label_scoring:
+            full = emb @ self.label_weight.T + self.label_bias
+            return torch.gather(full, 1, safe)
+        w = self.label_weight[safe]  # (N, K, d)
+        return torch.bmm(w, emb.unsqueeze(-1)).squeeze(-1) + self.label_bias[safe]
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batch, gold_parents=None, shortlist_size=None):
+        """Eq. 1–6 and the label classifiers.
+
+        Parameters
+        ----------
+        batch : encoder input
+        gold_parents : Tensor (N, P), optional
+            Parent clusters of the gold labels (training, Eq. 3); ``C`` = padding.
+
+        Returns
+        -------
+        dict with ``labels`` (N, K) int64 (pad = L), ``log_shortlist`` (N, K) log ŷ,
+        ``logits`` (N, K) label-classifier logits, ``path_labels``/``path_log_scores``
+        (N, P') the de-duplicated path set (for the shortlist loss), ``embedding`` (N, d).
+        """
+        emb = self.encoder(batch).float()
+        log_cs = cluster_log_scores(self.cluster_classifier(emb), self.alpha)
+        clusters = shortlist_clusters(log_cs, self.beam_size, gold_parents)
+        log_es = self.log_edge_scores()
+        labels, log_path = expand_paths(clusters, log_cs, self.a_indices, log_es)
+        if self.learn_adjacency:  # a label may be reached through several clusters: Eq. 6
+            labels, log_path = max_over_paths(labels, log_path, self.n_labels)
+        K = self.shortlist_size if shortlist_size is None else shortlist_size
+        top_lab, top_lp = shortlist_labels(labels, log_path, K, self.n_labels)
+        return {
+            "labels": top_lab,
+            "log_shortlist": top_lp,
+            "logits": self.label_logits(emb, top_lab),
+            "path_labels": labels,
+            "path_log_scores": log_path,
+            "embedding": emb,
+        }
+
+    @torch.no_grad()
+    def cluster_topb(self, batch):
+        """(indices, scores) of the top-b clusters by ŝ_c (Eq. 9's matching matrix rows)."""
+        emb = self.encoder(batch).float()
+        log_cs = cluster_log_scores(self.cluster_classifier(emb), self.alpha)
+        top = torch.topk(log_cs, min(self.beam_size, self.n_clusters), dim=1)
+        return top.indices, top.values.exp()
+
+    def set_adjacency(self, a_indices, a_mask, seed=0):
+        """Replace A by a new support with random(0, 1) values (Eq. 10) and make it learnable."""
+        dev = self.a_indices.device
+        self.a_indices = torch.as_tensor(a_indices, dtype=torch.int64, device=dev)
+        self.a_mask = torch.as_tensor(a_mask, dtype=torch.bool, device=dev)
+        g = torch.Generator().manual_seed(seed)
+        self.a_values = nn.Parameter(torch.rand(a_indices.shape, generator=g).to(dev), requires_grad=True)
+        self.learn_adjacency = True
+        self.update_parents()
+
+
+def elias_loss(out, gold_keys, n_labels, loss_lambda):
+    """L = L_c + λ·L_s (Eq. 7–8), in log space.
+
+    ``log p = logσ(z) + log ŷ`` and ``log(1-p) = logaddexp(logσ(-z), logσ(z) + log(1-ŷ))``
+    are exact and finite; log ŷ is clamped just below 0 so that ``log(1-ŷ)`` stays finite.
+    As in the public code, L_c is averaged over the N·K shortlist entries and L_s
+    over N × (max gold labels per row) slots, so that λ = 0.05 keeps its tuned meaning.
+
+    Parameters
+    ----------
+    out : dict from :meth:`ELIASNetwork.forward`
+    gold_keys : Tensor (nnz,), sorted int64 keys ``row * (L+1) + label`` of the gold labels
+    """
+    labels, log_y, z = out["labels"], out["log_shortlist"], out["logits"].float()
+    N, K = labels.shape
+    valid = torch.isfinite(log_y)
+    target = _is_gold(labels, gold_keys, n_labels) & valid
+    log_y = torch.where(valid, log_y, torch.full_like(log_y, -30.0)).clamp(max=-1e-6)
+    log_p = nn.functional.logsigmoid(z) + log_y
+    log_1mp = torch.logaddexp(nn.functional.logsigmoid(-z), nn.functional.logsigmoid(z) + torch.log1p(-log_y.exp()))
+    lc = -torch.where(target, log_p, log_1mp)
+    loss_c = (lc * valid).sum() / (N * K)
+    pl, plp = out["path_labels"], out["path_log_scores"]
+    pos = _is_gold(pl, gold_keys, n_labels) & torch.isfinite(plp)
+    max_gold = max(1, int(torch.bincount(torch.div(gold_keys, n_labels + 1, rounding_mode="floor"), minlength=N).max()))
+    loss_s = -(plp.masked_fill(~pos, 0.0)).sum() / (N * max_gold)
+    return loss_c + loss_lambda * loss_s, loss_c.detach(), loss_s.detach()
+
+
+def _is_gold(labels, gold_keys, n_labels):
+    N = labels.shape[0]
+    if gold_keys.numel() == 0:
+        return torch.zeros_like(labels, dtype=torch.bool)
+    q = torch.arange(N, device=labels.device).unsqueeze(1) * (n_labels + 1) + labels
+    pos = torch.searchsorted(gold_keys, q).clamp(max=gold_keys.numel() - 1)
+    return gold_keys[pos] == q
+
+
+def gold_tensors(Y_rows, parent, n_clusters, device):
+    """Sorted gold keys and the (N, P) parent-cluster matrix (padding C) for a CSR batch of labels."""
+    L = Y_rows.shape[1]
+    n_per = np.diff(Y_rows.indptr)
+    rows = np.repeat(np.arange(Y_rows.shape[0]), n_per)
+    keys = torch.from_numpy(rows * (L + 1) + Y_rows.indices.astype(np.int64)).to(device)
+    P = max(int(n_per.max()) if n_per.size else 0, 1)
+    par = torch.full((Y_rows.shape[0], P), n_clusters, dtype=torch.int64, device=device)
+    if Y_rows.nnz:
+        pos = np.arange(Y_rows.nnz) - Y_rows.indptr[rows]
+        par[torch.from_numpy(rows).to(device), torch.from_numpy(pos).to(device)] = parent[
+            torch.from_numpy(Y_rows.indices.astype(np.int64)).to(device)
+        ]
+    return keys, par

@@ -1,0 +1,169 @@
+"""Training and prediction loops for :class:`~skelias._network.ELIASNetwork` (paper §3.4, App. C)."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from tqdm.auto import tqdm
+
+from ._network import elias_loss, gold_tensors
+
+logger = logging.getLogger("skelias")
+
+__all__ = ["train_stage", "predict_topk_scores", "cluster_matching_matrix"]
+
+
+def _param_groups(net, lr, lr_encoder, weight_decay):
+    """Two groups x {decay, no decay}: encoder (lr_encoder) and index/classifiers (lr).
+
+    Weight decay applies to weight matrices only (not to biases, norms or A's edge values).
+    """
+    groups = {}
+    for name, p in net.named_parameters():
+        if not p.requires_grad:
+            continue
+        fast = name.startswith("encoder.")
+        decay = p.ndim >= 2 and "norm" not in name.lower() and name != "a_values"
+        key = ("encoder" if fast else "index", decay)
+        groups.setdefault(key, []).append(p)
+    out = []
+    for (part, decay), params in groups.items():
+        out.append({"params": params, "lr": lr_encoder if part == "encoder" else lr,
+                    "weight_decay": weight_decay if decay else 0.0, "part": part})
+    return out
+
+
+def _adamw(groups):
+    try:
+        return torch.optim.AdamW(groups, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # fused not available for this device/dtype
+        return torch.optim.AdamW(groups, foreach=True)
+
+
+def train_stage(net, X, Y, *, make_batch, n_epochs, batch_size, lr, lr_encoder, weight_decay, warmup,
+                loss_lambda, accumulation_steps, rng, device, use_amp, verbose, desc, evaluate=None):
+    """Train ``net`` for ``n_epochs`` epochs on (X, Y); return per-epoch history.
+
+    The encoder steps every batch; the index and label classifiers (W_C, A, W_L) accumulate
+    their gradients over ``accumulation_steps`` batches and step once (App. C's W_L trick,
+    which saves dense optimizer steps over the L × d table). Learning rates warm up linearly
+    over the first ``warmup`` fraction of steps and then decay linearly to 0.
+
+    ``evaluate(net) -> float`` (optional) is called after each epoch; the best state is
+    restored at the end (model selection).
+    """
+    N = X.shape[0]
+    n_batches = max(1, -(-N // batch_size))
+    total = max(1, n_epochs * n_batches)
+    groups = _param_groups(net, lr, lr_encoder, weight_decay)
+    enc_groups = [g for g in groups if g["part"] == "encoder"]
+    idx_groups = [g for g in groups if g["part"] == "index"]
+    opts = [o for o in (_adamw(enc_groups) if enc_groups else None, _adamw(idx_groups) if idx_groups else None) if o]
+    n_warm = int(warmup * total)
+
+    def factor(step):
+        if step < n_warm:
+            return (step + 1) / max(1, n_warm)
+        return max(0.0, (total - step) / max(1, total - n_warm))
+
+    scheds = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in opts]
+    history, best, best_state = [], -np.inf, None
+    amp = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if use_amp else torch.autocast("cpu", enabled=False)
+    step = 0
+    for epoch in range(n_epochs):
+        net.train()
+        net.update_parents()
+        perm = rng.permutation(N)
+        bar = tqdm(range(n_batches), desc=f"{desc} epoch {epoch + 1}/{n_epochs}", disable=not verbose, leave=False)
+        tot = tot_c = tot_s = 0.0
+        for b in bar:
+            rows = perm[b * batch_size : (b + 1) * batch_size]
+            xb = make_batch(X[rows], device)
+            keys, parents = gold_tensors(Y[rows], net.parent, net.n_clusters, device)
+            with amp:
+                out = net(xb, gold_parents=parents)
+            loss, lc, ls = elias_loss(out, keys, net.n_labels, loss_lambda)
+            loss.backward()
+            if enc_groups:
+                opts[0].step()
+                opts[0].zero_grad(set_to_none=True)
+            if idx_groups and ((step + 1) % accumulation_steps == 0 or b == n_batches - 1):
+                opts[-1].step()
+                opts[-1].zero_grad(set_to_none=True)
+            for s in scheds:
+                s.step()
+            step += 1
+            tot += float(loss.detach())
+            tot_c += float(lc)
+            tot_s += float(ls)
+            if verbose and b % 10 == 0:
+                bar.set_postfix(loss=f"{tot / (b + 1):.4f}")
+        rec = {"epoch": epoch + 1, "loss": tot / n_batches, "loss_c": tot_c / n_batches, "loss_s": tot_s / n_batches}
+        if evaluate is not None:
+            rec["val_ndcg@5"] = score = evaluate(net)
+            if score > best:
+                best, best_state = score, copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
+        history.append(rec)
+        if verbose:
+            logger.info("%s epoch %d: %s", desc, epoch + 1, {k: round(v, 5) for k, v in rec.items() if k != "epoch"})
+    if best_state is not None:
+        net.load_state_dict(best_state)
+        net.update_parents()
+    return history
+
+
+@torch.no_grad()
+def predict_topk_scores(net, X, *, make_batch, k, batch_size, device, use_amp=False, embeddings=False):
+    """Final scores ``p_l = σ(w_lᵀφ + b_l)·ŷ_l`` (Eq. 7's p) of each row's top-k labels.
+
+    Returns
+    -------
+    labels : ndarray (n, k) int64, -1 for padding
+    scores : ndarray (n, k) float32, descending, -inf for padding
+    emb : ndarray (n, d) float32 when ``embeddings`` is True
+    """
+    net.eval()
+    L = net.n_labels
+    labs, scs, embs = [], [], []
+    amp = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if use_amp else torch.autocast("cpu", enabled=False)
+    for start in range(0, X.shape[0], batch_size):
+        xb = make_batch(X[start : start + batch_size], device)
+        with amp:
+            out = net(xb)
+        log_p = torch.nn.functional.logsigmoid(out["logits"].float()) + out["log_shortlist"]
+        kk = min(k, log_p.shape[1])
+        top, pos = torch.topk(log_p, kk, dim=1)
+        lab = torch.gather(out["labels"], 1, pos)
+        pad = torch.isneginf(top) | (lab >= L)
+        labs.append(lab.masked_fill(pad, -1).cpu().numpy())
+        scs.append(top.exp().masked_fill(pad, float("-inf")).cpu().numpy().astype(np.float32))
+        if embeddings:
+            embs.append(out["embedding"].float().cpu().numpy())
+    labels = np.vstack(labs) if labs else np.zeros((0, k), np.int64)
+    scores = np.vstack(scs) if scs else np.zeros((0, k), np.float32)
+    if labels.shape[1] < k:
+        pad = k - labels.shape[1]
+        labels = np.hstack([labels, np.full((labels.shape[0], pad), -1)])
+        scores = np.hstack([scores, np.full((scores.shape[0], pad), -np.inf, np.float32)])
+    if embeddings:
+        return labels, scores, np.vstack(embs)
+    return labels, scores
+
+
+@torch.no_grad()
+def cluster_matching_matrix(net, X, *, make_batch, batch_size, device):
+    """Eq. 9: M (n × C) holding the top-b cluster scores ŝ_c of each row, CSR float32."""
+    net.eval()
+    rows, cols, vals = [], [], []
+    for start in range(0, X.shape[0], batch_size):
+        idx, val = net.cluster_topb(make_batch(X[start : start + batch_size], device))
+        idx, val = idx.cpu().numpy(), val.cpu().numpy()
+        rows.append(np.repeat(np.arange(start, start + idx.shape[0]), idx.shape[1]))
+        cols.append(idx.ravel())
+        vals.append(val.ravel())
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                         shape=(X.shape[0], net.n_clusters), dtype=np.float32)

@@ -1,0 +1,404 @@
+"""ELIASClassifier: the paper's end-to-end learned index as a scikit-learn estimator."""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import time
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin, clone
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
+
+from ._labels import LabelIndexer, is_label_matrix
+from ._network import ELIASNetwork
+from ._training import cluster_matching_matrix, predict_topk_scores, train_stage
+from ._validation import check_n_rows, check_X
+from .cluster import cluster_labels, default_n_clusters
+from .encoders import DenseMLPEncoder, SparseBagEncoder
+from .index import approximate_adjacency, padded_adjacency
+from .metrics import _check_k, _ndcg, precision_at_k_scorer
+
+logger = logging.getLogger("skelias")
+
+__all__ = ["ELIASClassifier"]
+
+
+def _default_vectorizer():
+    # the features the peers are measured on: sublinear tf, 1-2 grams, <= 200k features, min_df 2
+    return TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), max_features=200_000, min_df=2, dtype=np.float32)
+
+
+def _resolve_device(device):
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}.") from exc
+
+
+class ELIASClassifier(TransformerMixin, BaseEstimator):
+    """ELIAS: end-to-end learning to index and search in large output spaces (Gupta et al., NeurIPS 2022).
+
+    A text encoder φ, cluster classifiers W_C, a learned row-sparse cluster→label
+    adjacency A and label classifiers W_L are trained together (paper §3). Stage 1
+    trains with A fixed to a balanced clustering of the labels; stage 2 initialises
+    A's support from the stage-1 model (Eq. 9–10) and learns everything jointly.
+
+    Parameters
+    ----------
+    encoder : {"tfidf", "dense"}, default="tfidf"
+        ``"tfidf"``: a sparse embedding bag over TF-IDF features (raw texts are
+        vectorised with ``vectorizer``; sparse matrices are used as they are).
+        ``"dense"``: an MLP over a dense feature array.
+    vectorizer : TfidfVectorizer or None
+        Used for raw-text input. ``None``: sublinear tf, 1–2 grams, ≤ 200k features, min_df 2.
+    embed_dim : int, default=512
+        d, the embedding size of φ.
+    dropout : float, default=0.2
+    n_clusters : int or None
+        C. ``None``: ``2**ceil(log2(L / max_leaf_size))`` (about 100 labels per cluster).
+    max_leaf_size : int, default=100
+    alpha : float, default=10
+        Eq. 1: at most ~α clusters can reach score 1.
+    beta : float, default=150
+        Eq. 5: at most ~β labels per cluster can reach edge score 1.
+    kappa : int or None
+        Non-zeros per row of A in stage 2. ``None``: ``10 · ceil(L / C)``, capped at L.
+    beam_size : int, default=20
+        b, clusters shortlisted per input (capped at C).
+    shortlist_size : int, default=2000
+        K, labels scored by the label classifiers (capped by the path set).
+    loss_lambda : float, default=0.05
+        λ of Eq. 8's shortlist loss.
+    n_epochs_stage1, n_epochs_stage2 : int, default=10, 10
+        ``n_epochs_stage2=0`` gives a stage-1-only model (a fixed-tree index).
+    batch_size : int, default=256
+    lr : float, default=0.01
+        Learning rate of W_C, A and W_L.
+    lr_encoder : float or None
+        Learning rate of φ; ``None`` uses ``lr``.
+    weight_decay : float, default=0.01
+        On weight matrices only.
+    warmup : float, default=0.1
+        Fraction of each stage's steps with linear warm-up (then linear decay).
+    accumulation_steps : int, default=1
+        W_C, A and W_L step once every this many batches (App. C).
+    validation_size : int, float or None
+        Training points held out for model selection by nDCG@5 after every epoch.
+    k : int, default=5
+        Labels per row returned by :meth:`predict`.
+    label_scoring : {"auto", "dense", "gather"}
+        ``"dense"`` scores all labels with one matmul then gathers the shortlist
+        (faster on CPU up to ~10⁵ labels); ``"gather"`` gathers K classifier rows.
+    device : str, default="auto"
+        "auto" picks CUDA when available. Mixed precision (bf16) only on CUDA.
+    random_state : int, RandomState or None
+    verbose : int, default=0
+        > 0: a progress bar per epoch and a log line per epoch.
+
+    Attributes
+    ----------
+    classes_ : ndarray (n_labels,)
+    label_tree_ : LabelTree
+        The stage-1 clustering.
+    network_ : ELIASNetwork (on CPU after unpickling)
+    vectorizer_ : TfidfVectorizer or None
+    history_ : list of dict
+        Per-epoch losses (and validation nDCG@5) of both stages.
+    fit_time_ : dict
+        Seconds spent in clustering, stage 1, stage-2 initialisation and stage 2.
+    n_features_in_ : int
+    """
+
+    def __init__(self, encoder="tfidf", vectorizer=None, embed_dim=512, dropout=0.2, n_clusters=None,
+                 max_leaf_size=100, alpha=10.0, beta=150.0, kappa=None, beam_size=20, shortlist_size=2000,
+                 loss_lambda=0.05, n_epochs_stage1=10, n_epochs_stage2=10, batch_size=256, lr=0.01,
+                 lr_encoder=None, weight_decay=0.01, warmup=0.1, accumulation_steps=1, validation_size=None,
+                 k=5, label_scoring="auto", device="auto", random_state=None, verbose=0):
+        self.encoder = encoder
+        self.vectorizer = vectorizer
+        self.embed_dim = embed_dim
+        self.dropout = dropout
+        self.n_clusters = n_clusters
+        self.max_leaf_size = max_leaf_size
+        self.alpha = alpha
+        self.beta = beta
+        self.kappa = kappa
+        self.beam_size = beam_size
+        self.shortlist_size = shortlist_size
+        self.loss_lambda = loss_lambda
+        self.n_epochs_stage1 = n_epochs_stage1
+        self.n_epochs_stage2 = n_epochs_stage2
+        self.batch_size = batch_size
+        self.lr = lr
+        self.lr_encoder = lr_encoder
+        self.weight_decay = weight_decay
+        self.warmup = warmup
+        self.accumulation_steps = accumulation_steps
+        self.validation_size = validation_size
+        self.k = k
+        self.label_scoring = label_scoring
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ validation helpers
+    def _check_params(self):
+        def pos_int(name, minimum=1, allow_none=False):
+            v = getattr(self, name)
+            if v is None and allow_none:
+                return
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}; got {v!r}.")
+
+        def pos_real(name, minimum=0.0, strict=True, allow_none=False):
+            v = getattr(self, name)
+            if v is None and allow_none:
+                return
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(v) or (
+                v <= minimum if strict else v < minimum
+            ):
+                raise ValueError(f"{name} must be a number {'>' if strict else '>='} {minimum}; got {v!r}.")
+
+        if self.encoder not in ("tfidf", "dense"):
+            raise ValueError(f"encoder must be 'tfidf' or 'dense'; got {self.encoder!r}.")
+        if self.label_scoring not in ("auto", "dense", "gather"):
+            raise ValueError(f"label_scoring must be 'auto', 'dense' or 'gather'; got {self.label_scoring!r}.")
+        for name in ("embed_dim", "max_leaf_size", "beam_size", "shortlist_size", "batch_size", "accumulation_steps"):
+            pos_int(name)
+        pos_int("n_clusters", allow_none=True)
+        pos_int("kappa", allow_none=True)
+        pos_int("n_epochs_stage1", minimum=1)
+        pos_int("n_epochs_stage2", minimum=0)
+        for name in ("alpha", "beta", "lr"):
+            pos_real(name)
+        pos_real("lr_encoder", allow_none=True)
+        for name in ("loss_lambda", "weight_decay"):
+            pos_real(name, strict=False)
+        if not (isinstance(self.dropout, numbers.Real) and 0 <= self.dropout < 1):
+            raise ValueError(f"dropout must be in [0, 1); got {self.dropout!r}.")
+        if not (isinstance(self.warmup, numbers.Real) and 0 <= self.warmup < 1):
+            raise ValueError(f"warmup must be in [0, 1); got {self.warmup!r}.")
+        _check_k(self.k)
+
+    def _check_input(self, X, fitting):
+        return check_X(
+            X,
+            n_features=None if fitting or getattr(self, "vectorizer_", None) is not None else self.n_features_in_,
+            estimator_name=type(self).__name__,
+        )
+
+    def _vectorize(self, kind, X, fitting):
+        if fitting:
+            if kind == "text":
+                if self.encoder != "tfidf":
+                    raise ValueError("raw texts need encoder='tfidf'; pass a dense feature array for encoder='dense'.")
+                self.vectorizer_ = clone(self.vectorizer if self.vectorizer is not None else _default_vectorizer())
+                self.vectorizer_.fit(X)
+            else:
+                self.vectorizer_ = None
+        if kind == "text":
+            if self.vectorizer_ is None:
+                raise TypeError("This model was fitted on a feature matrix; pass features, not raw texts.")
+            X = self.vectorizer_.transform(X)
+        elif self.vectorizer_ is not None:
+            raise TypeError("This model was fitted on raw texts; pass a list of str, not a feature matrix.")
+        if self.encoder == "tfidf":
+            return sp.csr_matrix(X, dtype=np.float32)
+        X = X.toarray() if sp.issparse(X) else X
+        return np.ascontiguousarray(X, dtype=np.float32)
+
+    def _features(self, X, fitting):
+        kind, X = self._check_input(X, fitting)
+        return self._vectorize(kind, X, fitting)
+
+    def _encoder_class(self):
+        return SparseBagEncoder if self.encoder == "tfidf" else DenseMLPEncoder
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y):
+        """Cluster the labels, train stage 1, initialise A (Eq. 9–10), train stage 2.
+
+        Parameters
+        ----------
+        X : list of str, sparse matrix (n_samples, n_features), or ndarray (encoder="dense")
+        y : sparse indicator matrix (n_samples, n_labels) or sequence of label collections
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        t_start = time.perf_counter()
+        kind, X = self._check_input(X, fitting=True)
+        self.label_indexer_ = LabelIndexer().fit(y)
+        Y = self.label_indexer_.transform(y)
+        check_n_rows(len(X) if kind == "text" else X.shape[0], Y.shape[0])
+        if Y.nnz == 0:
+            raise ValueError("y has no positive label at all; there is nothing to learn.")
+        _resolve_device(self.device)
+        X = self._vectorize(kind, X, fitting=True)
+        self._fitted_on_matrix = is_label_matrix(y)
+        self.classes_ = self.label_indexer_.classes_
+        self.n_features_in_ = X.shape[1]
+        rs = check_random_state(self.random_state)
+        seed = int(rs.randint(2**31 - 1))
+        torch.manual_seed(seed)
+        device = _resolve_device(self.device)
+        use_amp = device.type == "cuda"
+        L = Y.shape[1]
+
+        # optional validation split for model selection
+        evaluate, X_tr, Y_tr = None, X, Y
+        if self.validation_size:
+            n_val = self.validation_size if isinstance(self.validation_size, numbers.Integral) else int(
+                round(self.validation_size * X.shape[0])
+            )
+            if not 0 < n_val < X.shape[0]:
+                raise ValueError(f"validation_size gives {n_val} validation rows out of {X.shape[0]}.")
+            perm = rs.permutation(X.shape[0])
+            val, tr = perm[:n_val], perm[n_val:]
+            X_tr, Y_tr, X_val, Y_val = X[tr], Y[tr], X[val], Y[val]
+
+            def evaluate(net):
+                lab, sc = predict_topk_scores(net, X_val, make_batch=make_batch, k=5,
+                                              batch_size=self.batch_size, device=device, use_amp=use_amp)
+                return _ndcg(Y_val, np.where(lab >= 0, lab, -1), 5)
+
+        # 1. stage-1 index: balanced clustering of PIFA label centroids (App. D.1)
+        t0 = time.perf_counter()
+        C = self.n_clusters if self.n_clusters is not None else default_n_clusters(L, self.max_leaf_size)
+        C = min(C, L)
+        if sp.issparse(X_tr):
+            tree = cluster_labels(Y_tr, X_tr, n_clusters=C, random_state=rs)
+        else:
+            tree = cluster_labels(Y_tr, None, X_tr, n_clusters=C, random_state=rs)
+        self.label_tree_ = tree
+        a_ind, a_mask, _ = padded_adjacency(tree.adjacency(), L)
+        enc = self._encoder_class()(X.shape[1], self.embed_dim, self.dropout)
+        dense_scoring = self.label_scoring == "dense" or (self.label_scoring == "auto" and L <= 2**17)
+        net = ELIASNetwork(enc, L, a_ind, a_mask, alpha=self.alpha, beta=self.beta,
+                           beam_size=min(self.beam_size, C), shortlist_size=min(self.shortlist_size, L),
+                           learn_adjacency=False, dense_label_scoring=dense_scoring, seed=seed).to(device)
+        make_batch = enc.make_batch
+        self.fit_time_ = {"clustering": time.perf_counter() - t0}
+        common = dict(make_batch=make_batch, batch_size=self.batch_size, lr=self.lr,
+                      lr_encoder=self.lr if self.lr_encoder is None else self.lr_encoder,
+                      weight_decay=self.weight_decay, warmup=self.warmup, loss_lambda=self.loss_lambda,
+                      accumulation_steps=self.accumulation_steps, rng=rs, device=device, use_amp=use_amp,
+                      verbose=self.verbose, evaluate=evaluate)
+
+        # 2. stage 1: A fixed
+        t0 = time.perf_counter()
+        self.history_ = [dict(stage=1, **h) for h in train_stage(net, X_tr, Y_tr, n_epochs=self.n_epochs_stage1,
+                                                                 desc="stage 1", **common)]
+        self.fit_time_["stage1"] = time.perf_counter() - t0
+
+        # 3. stage 2: A's support from M^T Y (Eq. 9-10), every label kept reachable
+        if self.n_epochs_stage2 > 0:
+            t0 = time.perf_counter()
+            kappa = self.kappa if self.kappa is not None else 10 * -(-L // C)
+            kappa = min(kappa, L)
+            M = cluster_matching_matrix(net, X_tr, make_batch=make_batch, batch_size=1024, device=device)
+            support = approximate_adjacency(M, Y_tr, kappa, fallback_parent=tree.labels_)
+            a_ind, a_mask, _ = padded_adjacency(support, L)
+            net.set_adjacency(a_ind, a_mask, seed=seed + 1)
+            self.fit_time_["stage2_init"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            self.history_ += [dict(stage=2, **h) for h in train_stage(net, X_tr, Y_tr, n_epochs=self.n_epochs_stage2,
+                                                                      desc="stage 2", **common)]
+            self.fit_time_["stage2"] = time.perf_counter() - t0
+        self.network_ = net
+        self.fit_time_["total"] = time.perf_counter() - t_start
+        return self
+
+    # ------------------------------------------------------------------ prediction
+    def _raw_topk(self, X, k, embeddings=False):
+        check_is_fitted(self, "network_")
+        X = self._features(X, fitting=False)
+        net = self.network_
+        device = next(net.parameters()).device
+        return predict_topk_scores(net, X, make_batch=net.encoder.make_batch, k=k, batch_size=max(self.batch_size, 512),
+                                   device=device, use_amp=device.type == "cuda", embeddings=embeddings)
+
+    def predict_topk(self, X, k=None):
+        """Top-``k`` labels and final scores ``p_l = σ(w_lᵀφ(x) + b_l)·ŷ_l`` per row.
+
+        Returns
+        -------
+        labels : ndarray (n_samples, k)
+            Label names (``classes_`` values; padding ``None``/``-1``), or column
+            indices when fitted on an indicator matrix.
+        scores : ndarray (n_samples, k) float32, descending; ``-inf`` at padding.
+        """
+        k = _check_k(self.k if k is None else k)
+        idx, scores = self._raw_topk(X, k)
+        if self._fitted_on_matrix:
+            return idx, scores
+        return self.label_indexer_.inverse_transform(idx), scores
+
+    def predict_proba(self, X):
+        """Scores of each row's K shortlisted labels as a CSR matrix (n_samples, n_labels), float32."""
+        check_is_fitted(self, "network_")
+        idx, scores = self._raw_topk(X, self.network_.shortlist_size)
+        keep = idx >= 0
+        rows = np.repeat(np.arange(idx.shape[0]), idx.shape[1])[keep.ravel()]
+        return sp.csr_matrix((scores[keep], (rows, idx[keep])), shape=(idx.shape[0], len(self.classes_)))
+
+    decision_function = predict_proba
+
+    def predict(self, X):
+        """CSR indicator (n_samples, n_labels), float32, of each row's top ``k`` labels."""
+        idx, _ = self._raw_topk(X, _check_k(self.k))
+        keep = idx >= 0
+        rows = np.repeat(np.arange(idx.shape[0]), idx.shape[1])[keep.ravel()]
+        return sp.csr_matrix((np.ones(rows.size, np.float32), (rows, idx[keep])), shape=(idx.shape[0], len(self.classes_)))
+
+    def transform(self, X):
+        """Embeddings φ(X), ndarray (n_samples, embed_dim) float32 (used by the sparse re-ranker)."""
+        return self._raw_topk(X, 1, embeddings=True)[2]
+
+    def score(self, X, y):
+        """Precision@1 on (X, y); labels unknown to the model count as misses."""
+        return precision_at_k_scorer(1)(self, X, y)
+
+    # ------------------------------------------------------------------ persistence
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        net = state.pop("network_", None)
+        if net is not None:
+            state["_network_cpu"] = {
+                "config": dict(n_features=self.n_features_in_, learn_adjacency=net.learn_adjacency,
+                               dense_label_scoring=net.dense_label_scoring, beam_size=net.beam_size,
+                               shortlist_size=net.shortlist_size, alpha=net.alpha, beta=net.beta),
+                "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+            }
+        return state
+
+    def __setstate__(self, state):
+        saved = state.pop("_network_cpu", None)
+        self.__dict__.update(state)
+        if saved is not None:
+            cfg, sd = saved["config"], saved["state_dict"]
+            enc = self._encoder_class()(cfg["n_features"], self.embed_dim, self.dropout)
+            net = ELIASNetwork(enc, sd["label_bias"].shape[0], sd["a_indices"].numpy(), sd["a_mask"].numpy(),
+                               alpha=cfg["alpha"], beta=cfg["beta"], beam_size=cfg["beam_size"],
+                               shortlist_size=cfg["shortlist_size"], learn_adjacency=cfg["learn_adjacency"],
+                               dense_label_scoring=cfg["dense_label_scoring"])
+            net.load_state_dict(sd)
+            net.eval()
+            self.network_ = net
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.non_deterministic = False
+        tags.transformer_tags.preserves_dtype = ["float32"]  # embeddings are always float32
+        return tags
+

@@ -1,0 +1,214 @@
+"""The ELIAS index: cluster scores, shortlisting, path scores and the learned adjacency (paper §3.1–3.4).
+
+All scores are handled in **log space**: ``log ŝ_c = min(0, log α + log_softmax(W_C φ)_c)``
+(Eq. 1) and ``log ŝ_{c,l} = min(0, log β + log_softmax(a_c)_l)`` (Eq. 5), so path
+products become sums and the loss never takes the log of an underflowed product.
+
+The adjacency matrix ``A`` (C × L, row-sparse with at most κ non-zeros per row)
+is stored as two (C+1) × κ tensors (paper §3.4): ``a_indices`` (label ids, the
+pad label ``L`` where a row has fewer entries) and a mask; the extra last row
+(cluster id ``C``) is an all-padding row used for padded cluster slots.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+__all__ = [
+    "cluster_log_scores",
+    "edge_log_scores",
+    "shortlist_clusters",
+    "expand_paths",
+    "max_over_paths",
+    "shortlist_labels",
+    "padded_adjacency",
+    "approximate_adjacency",
+    "label_parents",
+]
+
+NEG_INF = float("-inf")
+
+
+def cluster_log_scores(logits, alpha):
+    """Eq. 1 in log space: ``log min(1, α·softmax(logits))``, shape (N, C)."""
+    return torch.clamp(math.log(alpha) + torch.log_softmax(logits.float(), dim=-1), max=0.0)
+
+
+def edge_log_scores(a_values, a_mask, beta):
+    """Eq. 5 in log space: ``log min(1, β·softmax_row(a))`` over each row's non-zeros; -inf at padding.
+
+    Parameters
+    ----------
+    a_values : Tensor of shape (C+1, κ), float
+    a_mask : Tensor of shape (C+1, κ), bool (True = an edge)
+    beta : float
+    """
+    a = a_values.float().masked_fill(~a_mask, NEG_INF)
+    lsm = torch.log_softmax(a, dim=-1)
+    out = torch.clamp(math.log(beta) + lsm, max=0.0)
+    return out.masked_fill(~a_mask, NEG_INF).nan_to_num(nan=NEG_INF)  # an all-padding row gives NaN
+
+
+def _dedup_rows(x, pad):
+    """Replace repeated values within each row of an int tensor by ``pad`` (order not preserved)."""
+    s, _ = torch.sort(x, dim=1)
+    dup = torch.zeros_like(s, dtype=torch.bool)
+    dup[:, 1:] = s[:, 1:] == s[:, :-1]
+    return s.masked_fill(dup, pad)
+
+
+def shortlist_clusters(log_cs, beam_size, parents=None):
+    """Eq. 2–4: top-b clusters, united with the gold labels' parent clusters during training.
+
+    Parameters
+    ----------
+    log_cs : Tensor of shape (N, C)
+        Log cluster scores.
+    beam_size : int
+    parents : Tensor of shape (N, P), int64, optional
+        Parent cluster of each gold label, ``C`` as padding.
+
+    Returns
+    -------
+    clusters : Tensor of shape (N, b') int64
+        Distinct cluster ids per row; ``C`` marks padding.
+    """
+    C = log_cs.shape[1]
+    top = torch.topk(log_cs, min(beam_size, C), dim=1).indices
+    if parents is None or parents.shape[1] == 0:
+        return top
+    return _dedup_rows(torch.cat([top, parents], dim=1), C)
+
+
+def expand_paths(clusters, log_cs, a_indices, log_es):
+    """Path set of the shortlisted clusters (before the max of Eq. 6).
+
+    Returns
+    -------
+    labels : Tensor of shape (N, b'·κ), int64 (pad label ``L`` = ``a_indices`` padding)
+    log_path : Tensor of shape (N, b'·κ), float32: ``log ŝ_c + log ŝ_{c,l}``; -inf for padding.
+    """
+    N = clusters.shape[0]
+    C = log_cs.shape[1]
+    pad = clusters >= C
+    cs = torch.gather(log_cs, 1, clusters.clamp(max=C - 1)).masked_fill(pad, NEG_INF)
+    labels = a_indices[clusters]  # (N, b', κ); row C of a_indices is all padding
+    log_path = cs.unsqueeze(-1) + log_es[clusters]
+    return labels.reshape(N, -1), log_path.reshape(N, -1)
+
+
+def max_over_paths(labels, log_path, pad_label):
+    """Eq. 6: keep, for each label of a row, only its best path; the others become padding.
+
+    Sort by score (descending) and then stably by label: the first entry of each
+    label group is its maximum.
+    """
+    order = torch.argsort(log_path, dim=1, descending=True, stable=True)
+    lab = torch.gather(labels, 1, order)
+    order2 = torch.argsort(lab, dim=1, stable=True)
+    lab = torch.gather(lab, 1, order2)
+    idx = torch.gather(order, 1, order2)
+    first = torch.ones_like(lab, dtype=torch.bool)
+    first[:, 1:] = lab[:, 1:] != lab[:, :-1]
+    keep = first & (lab != pad_label)
+    out_lp = torch.gather(log_path, 1, idx).masked_fill(~keep, NEG_INF)
+    return lab.masked_fill(~keep, pad_label), out_lp
+
+
+def shortlist_labels(labels, log_path, K, pad_label):
+    """Top-K labels of the path set by shortlist score; padding where fewer than K paths exist."""
+    k = min(K, labels.shape[1])
+    top_lp, pos = torch.topk(log_path, k, dim=1)
+    top_lab = torch.gather(labels, 1, pos).masked_fill(torch.isneginf(top_lp), pad_label)
+    return top_lab, top_lp
+
+
+# ----------------------------------------------------------------------------- adjacency construction
+def padded_adjacency(A, n_labels, kappa=None):
+    """Row-sparse C × L matrix → (a_indices, a_mask, a_values) arrays of shape (C+1, κ).
+
+    Rows are sorted by descending value; padding uses label ``n_labels`` and a
+    False mask; the extra last row is all padding.
+    """
+    A = sp.csr_matrix(A)
+    C = A.shape[0]
+    nnz = np.diff(A.indptr)
+    width = int(nnz.max()) if kappa is None else int(kappa)
+    width = max(width, 1)
+    rows = np.repeat(np.arange(C), nnz)
+    order = np.lexsort((A.indices, -A.data, rows))
+    rank = np.arange(A.nnz) - A.indptr[rows[order]]
+    keep = rank < width
+    ind = np.full((C + 1, width), n_labels, dtype=np.int64)
+    val = np.zeros((C + 1, width), dtype=np.float32)
+    ind[rows[order][keep], rank[keep]] = A.indices[order][keep]
+    val[rows[order][keep], rank[keep]] = A.data[order][keep]
+    return ind, ind < n_labels, val
+
+
+def approximate_adjacency(M, Y, kappa, fallback_parent=None):
+    """Support of the stage-2 adjacency (Eq. 9–10): top-κ per row of ``A' = MᵀY``.
+
+    Every label keeps at least one edge: a label left without any (the public
+    code silently drops such labels) gets an edge to the cluster with the largest
+    ``A'`` entry in its column, or to ``fallback_parent[l]`` (its stage-1 cluster)
+    when its column of ``A'`` is empty. Such rows may then hold more than κ edges.
+
+    Parameters
+    ----------
+    M : sparse matrix of shape (N, C)
+        Top-b cluster scores of the training points (Eq. 9).
+    Y : sparse matrix of shape (N, L)
+    kappa : int
+    fallback_parent : ndarray of shape (L,), optional
+
+    Returns
+    -------
+    support : csr_matrix of shape (C, L), float32, values = A' (for inspection)
+    """
+    Ap = sp.csr_matrix(M.T @ Y, dtype=np.float32)
+    Ap.eliminate_zeros()
+    C, L = Ap.shape
+    rows = np.repeat(np.arange(C), np.diff(Ap.indptr))
+    order = np.lexsort((Ap.indices, -Ap.data, rows))
+    rank = np.arange(Ap.nnz) - Ap.indptr[rows[order]]
+    keep = order[rank < kappa]
+    support = sp.csr_matrix((Ap.data[keep], (rows[keep], Ap.indices[keep])), shape=(C, L))
+    missing = np.flatnonzero(np.diff(support.tocsc().indptr) == 0)
+    if missing.size:
+        colmax_c = np.asarray(Ap[:, missing].argmax(axis=0)).ravel()
+        has = np.asarray(Ap[:, missing].max(axis=0).todense()).ravel() > 0
+        if fallback_parent is None:
+            fallback = np.zeros(missing.size, dtype=np.int64)
+        else:
+            fallback = np.asarray(fallback_parent)[missing]
+        parent = np.where(has, colmax_c, fallback)
+        extra = sp.csr_matrix((np.full(missing.size, 1e-6, np.float32), (parent, missing)), shape=(C, L))
+        support = support + extra
+    support.sort_indices()
+    return support
+
+
+def label_parents(a_indices, a_mask, a_values, n_labels):
+    """Eq. 3: ``argmax_c a_{c,l}`` for every label, vectorised over the (C+1) × κ storage.
+
+    Returns an int64 tensor of shape (n_labels,); labels without any edge get ``C``
+    (padding), which cannot happen for adjacencies built by this module.
+    """
+    Cp1, kappa = a_indices.shape
+    lab = a_indices[a_mask]
+    val = a_values.detach().float()[a_mask]
+    clu = torch.arange(Cp1, device=a_indices.device).unsqueeze(1).expand(Cp1, kappa)[a_mask]
+    order = torch.argsort(val, descending=True, stable=True)
+    lab, clu = lab[order], clu[order]
+    order2 = torch.argsort(lab, stable=True)
+    lab, clu = lab[order2], clu[order2]
+    first = torch.ones_like(lab, dtype=torch.bool)
+    first[1:] = lab[1:] != lab[:-1]
+    parent = torch.full((n_labels,), Cp1 - 1, dtype=torch.int64, device=a_indices.device)
+    parent[lab[first]] = clu[first]
+    return parent

@@ -1,0 +1,138 @@
+import joblib
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+
+from skelias import ELIASClassifier, LabelIndexer, precision_at_k, precision_at_k_scorer
+from skelias.datasets import load_cooking_stackexchange
+
+TINY = dict(embed_dim=32, n_epochs_stage1=2, n_epochs_stage2=1, batch_size=128, shortlist_size=200,
+            max_leaf_size=50, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def cooking():
+    texts, labels = load_cooking_stackexchange("train")
+    return texts[:1200], labels[:1200]
+
+
+@pytest.fixture(scope="module")
+def fitted(cooking):
+    texts, labels = cooking
+    return ELIASClassifier(**TINY).fit(texts[:1000], labels[:1000])
+
+
+def test_fit_predict_outputs_are_consistent(fitted, cooking):
+    texts, _ = cooking
+    q = texts[1000:1100]
+    names, scores = fitted.predict_topk(q, k=5)
+    assert names.shape == scores.shape == (100, 5)
+    finite = np.where(np.isfinite(scores), scores, -1.0)
+    assert np.all(np.diff(finite, axis=1) <= 1e-7) and np.all(finite <= 1.0)
+    P = fitted.predict_proba(q)
+    assert sp.isspmatrix_csr(P) and P.shape == (100, len(fitted.classes_))
+    # predict_topk = top-k of predict_proba = predict
+    idx = fitted.label_indexer_.transform([[n for n in row if n is not None] for row in names])
+    assert (fitted.predict(q) != idx).nnz == 0
+    top_from_proba = [set(P[i].indices[np.argsort(-P[i].data, kind="stable")[:5]]) for i in range(100)]
+    assert [set(idx[i].indices) for i in range(100)] == top_from_proba
+    emb = fitted.transform(q)
+    assert emb.shape == (100, 32) and emb.dtype == np.float32
+    assert {"clustering", "stage1", "stage2_init", "stage2", "total"} <= set(fitted.fit_time_)
+    assert [h["stage"] for h in fitted.history_] == [1, 1, 2]
+
+
+def test_every_label_stays_reachable_after_stage2(fitted):
+    net = fitted.network_
+    reachable = np.unique(net.a_indices[net.a_mask].numpy())
+    np.testing.assert_array_equal(reachable, np.arange(len(fitted.classes_)))
+    assert net.learn_adjacency and np.all(net.parent.numpy() < net.n_clusters)
+
+
+def test_same_seed_same_predictions_and_joblib_roundtrip(fitted, cooking, tmp_path):
+    texts, labels = cooking
+    again = ELIASClassifier(**TINY).fit(texts[:1000], labels[:1000])
+    a, sa = fitted.predict_topk(texts[1000:1050], 10)
+    b, sb = again.predict_topk(texts[1000:1050], 10)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(sa, sb, rtol=1e-5)
+    joblib.dump(fitted, tmp_path / "elias.joblib")
+    loaded = joblib.load(tmp_path / "elias.joblib")
+    c, sc = loaded.predict_topk(texts[1000:1050], 10)
+    np.testing.assert_array_equal(a, c)
+    np.testing.assert_array_equal(sa, sc)
+
+
+def test_indicator_targets_feature_input_and_dense_encoder(cooking):
+    texts, labels = cooking
+    X = TfidfVectorizer(min_df=2).fit_transform(texts)
+    Y = LabelIndexer().fit_transform(labels)
+    clf = ELIASClassifier(**{**TINY, "n_epochs_stage2": 0}).fit(X[:1000], Y[:1000])
+    idx, scores = clf.predict_topk(X[1000:], 5)
+    assert idx.dtype.kind == "i" and precision_at_k(Y[1000:], (idx, scores), k=5) >= 0
+    assert not clf.network_.learn_adjacency  # stage-1-only model
+    with pytest.raises(ValueError, match="features, but ELIASClassifier is expecting"):
+        clf.predict(X[:3, :10])
+    with pytest.raises(TypeError, match="fitted on a feature matrix"):
+        clf.predict(texts[:3])
+    rs = np.random.RandomState(0)
+    Xd = rs.randn(300, 8).astype(np.float32)
+    Yd = np.hstack([Xd[:, :5] > 0.5, np.zeros((300, 1))]).astype(np.float32)
+    Yd[Yd.sum(1) == 0, 5] = 1
+    dense = ELIASClassifier(encoder="dense", **{**TINY, "max_leaf_size": 2}).fit(Xd, sp.csr_matrix(Yd))
+    assert dense.predict(Xd).shape == (300, 6)
+
+
+def test_sklearn_composition(cooking):
+    texts, labels = cooking
+    pipe = make_pipeline(TfidfVectorizer(sublinear_tf=True), ELIASClassifier(**TINY))
+    pipe.fit(texts[:800], labels[:800])
+    assert pipe.predict(texts[800:820]).shape[0] == 20
+    est = ELIASClassifier(**TINY)
+    c = clone(est).set_params(alpha=5.0)
+    assert c.get_params()["alpha"] == 5.0 and est.alpha == 10.0
+    grid = GridSearchCV(ELIASClassifier(**{**TINY, "n_epochs_stage2": 0}), {"beam_size": [2, 4]},
+                        scoring=precision_at_k_scorer(1), cv=2).fit(texts[:600], labels[:600])
+    assert grid.best_params_["beam_size"] in (2, 4) and 0 <= grid.best_score_ <= 1
+
+
+@pytest.mark.parametrize(
+    "X, y, kwargs, exc, match",
+    [
+        ([], [], {}, ValueError, "0 documents"),
+        (["a b", "c d"], [["x"]], {}, ValueError, "same number of rows"),
+        (["a b", 3], [["x"], ["y"]], {}, TypeError, r"X\[1\] is a int"),
+        (np.array([[np.nan, 1.0], [0.0, 1.0]]), [["x"], ["y"]], {"encoder": "dense"}, ValueError, "NaN"),
+        (["a b", "b c"], [[], []], {}, ValueError, "no label at all"),
+        (["a b", "b c"], [["x"], ["y"]], {"k": 0}, ValueError, "positive integer"),
+        (["a b", "b c"], [["x"], ["y"]], {"alpha": -1}, ValueError, "alpha must be"),
+        (["a b", "b c"], [["x"], ["y"]], {"encoder": "bert"}, ValueError, "encoder must be"),
+        (["a b", "b c"], [["x"], ["y"]], {"device": "tpu:9"}, ValueError, "device must be"),
+        (["a b", "b c"], [["x"], ["y"]], {"encoder": "dense"}, ValueError, "raw texts need encoder='tfidf'"),
+    ],
+)
+def test_bad_input_is_rejected_before_training(X, y, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        ELIASClassifier(**{**TINY, **kwargs}).fit(X, y)
+
+
+def test_predict_before_fit():
+    with pytest.raises(NotFittedError):
+        ELIASClassifier().predict(["a"])
+
+
+def test_sklearn_estimator_checks():
+    from sklearn.utils.estimator_checks import check_estimator
+
+    from test_neighbors import MULTILABEL_EXPECTED_FAILURES
+
+    est = ELIASClassifier(encoder="dense", embed_dim=8, n_epochs_stage1=1, n_epochs_stage2=1, batch_size=32,
+                          shortlist_size=10, max_leaf_size=2, random_state=0)
+    results = check_estimator(est, expected_failed_checks=MULTILABEL_EXPECTED_FAILURES, on_fail=None)
+    failed = {r["check_name"]: str(r["exception"])[:300] for r in results if r["status"] == "failed"}
+    assert not failed, failed

@@ -1,0 +1,158 @@
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from skelias._network import ELIASNetwork, elias_loss, gold_tensors
+from skelias.cluster import balanced_kmeans
+from skelias.encoders import DenseMLPEncoder
+from skelias.index import (
+    approximate_adjacency,
+    cluster_log_scores,
+    edge_log_scores,
+    expand_paths,
+    label_parents,
+    max_over_paths,
+    padded_adjacency,
+    shortlist_clusters,
+)
+
+
+def test_cluster_and_edge_scores_match_equations():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 6, generator=g) * 3
+    ref = torch.clamp(10 * torch.softmax(logits, -1), max=1.0)  # Eq. 1
+    torch.testing.assert_close(cluster_log_scores(logits, 10).exp(), ref)
+    a = torch.randn(3, 5, generator=g)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]], dtype=torch.bool)
+    out = edge_log_scores(a, mask, 2.0).exp()
+    for r in range(2):  # Eq. 5: softmax over the row's non-zeros only
+        m = mask[r]
+        torch.testing.assert_close(out[r, m], torch.clamp(2.0 * torch.softmax(a[r, m], -1), max=1.0))
+    assert torch.all(out[~mask] == 0)
+
+
+def test_max_over_paths_matches_brute_force():
+    rs = np.random.RandomState(0)
+    L = 12
+    labels = torch.from_numpy(rs.randint(0, L + 1, (5, 40)))  # includes the pad label L
+    scores = torch.from_numpy(rs.randn(5, 40).astype(np.float32))
+    scores[labels == L] = float("-inf")
+    lab, lp = max_over_paths(labels, scores, L)
+    for i in range(5):
+        best = {}
+        for l, s in zip(labels[i].tolist(), scores[i].tolist()):
+            if l != L:
+                best[l] = max(best.get(l, -np.inf), s)
+        got = {l: s for l, s in zip(lab[i].tolist(), lp[i].tolist()) if l != L}
+        assert got.keys() == best.keys()
+        for l in best:
+            assert got[l] == pytest.approx(best[l])
+
+
+def test_shortlist_scores_match_dense_brute_force():
+    """Eq. 1-6 vectorised = a dense computation of ŷ_l = max_c s_c * s_{c,l} over shortlisted clusters."""
+    rs = np.random.RandomState(1)
+    C, L, kappa, N, b = 6, 20, 8, 4, 3
+    A = np.zeros((C, L))
+    for c in range(C):
+        A[c, rs.choice(L, kappa, replace=False)] = 1
+    ind, mask, _ = padded_adjacency(sp.csr_matrix(A), L)
+    a_vals = torch.from_numpy(rs.randn(*ind.shape).astype(np.float32))
+    ind, mask = torch.from_numpy(ind), torch.from_numpy(mask)
+    logits = torch.from_numpy(rs.randn(N, C).astype(np.float32))
+    log_cs = cluster_log_scores(logits, 3.0)
+    log_es = edge_log_scores(a_vals, mask, 4.0)
+    parents = torch.tensor([[0, C], [5, 5], [C, C], [2, 1]])
+    clusters = shortlist_clusters(log_cs, b, parents)
+    labels, lp = max_over_paths(*expand_paths(clusters, log_cs, ind, log_es), L)
+    cs, es = log_cs.exp().numpy(), log_es.exp().numpy()
+    for i in range(N):
+        chosen = set(torch.topk(log_cs[i], b).indices.tolist()) | {p for p in parents[i].tolist() if p < C}
+        ref = np.zeros(L)
+        for c in chosen:
+            for j in range(ind.shape[1]):
+                if mask[c, j]:
+                    ref[ind[c, j]] = max(ref[ind[c, j]], cs[i, c] * es[c, j])
+        got = np.zeros(L)
+        for l, v in zip(labels[i].tolist(), lp[i].exp().tolist()):
+            if l < L:
+                got[l] = v
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-7)
+
+
+def _net(a_ind, a_mask, learn, L, seed=0, beta=150.0):
+    torch.manual_seed(seed)
+    enc = DenseMLPEncoder(5, 16, dropout=0.0)
+    return ELIASNetwork(enc, L, a_ind, a_mask, alpha=4.0, beta=beta, beam_size=3, shortlist_size=L,
+                        learn_adjacency=learn, seed=seed)
+
+
+def test_stage2_with_kappa_equal_cluster_size_reduces_to_fixed_tree():
+    """Stage-2 machinery over the stage-1 clustering, with saturated edge scores, equals stage 1."""
+    rs = np.random.RandomState(2)
+    L = 24
+    tree = balanced_kmeans(rs.randn(L, 4), n_clusters=6, random_state=0)
+    ind, mask, _ = padded_adjacency(tree.adjacency(), L)
+    n1 = _net(ind, mask, False, L)
+    n2 = _net(ind, mask, True, L, beta=1e6)  # beta * softmax >= 1 on every edge -> edge score 1
+    n2.load_state_dict({k: v for k, v in n1.state_dict().items() if k != "a_values"}, strict=False)
+    n1.eval(), n2.eval()
+    x = torch.from_numpy(rs.randn(7, 5).astype(np.float32))
+    o1, o2 = n1(x), n2(x)
+    for i in range(7):  # same shortlist and scores (ties may be ordered differently)
+        m1 = {l: (s, z) for l, s, z in zip(o1["labels"][i].tolist(), o1["log_shortlist"][i].tolist(),
+                                           o1["logits"][i].tolist()) if l < L}
+        m2 = {l: (s, z) for l, s, z in zip(o2["labels"][i].tolist(), o2["log_shortlist"][i].tolist(),
+                                           o2["logits"][i].tolist()) if l < L}
+        assert m1.keys() == m2.keys() and len(m1) >= 12
+        for l in m1:
+            assert m1[l] == pytest.approx(m2[l], abs=1e-6)
+    np.testing.assert_array_equal(n1.parent.numpy(), tree.labels_)
+    np.testing.assert_array_equal(n2.parent.numpy(), tree.labels_)
+
+
+def test_approximate_adjacency_keeps_every_label_reachable():
+    M = sp.csr_matrix(np.array([[0.9, 0.1, 0], [0, 0.5, 0.5], [0.2, 0, 0.8]]))
+    Y = sp.csr_matrix(np.array([[1, 1, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 1, 1, 0]]))
+    S = approximate_adjacency(M, Y, kappa=1, fallback_parent=np.array([0, 0, 1, 2, 2]))
+    assert np.all(np.diff(S.tocsc().indptr) >= 1)  # every label has an edge
+    Ap = (M.T @ Y).toarray()
+    for c in range(3):  # each row keeps its top-1 of A' = M^T Y (Eq. 9-10)
+        assert Ap[c, S[c].indices].max() == Ap[c].max()
+    assert S[2, 4] > 0  # label 4 never appears: its stage-1 cluster (2) is used
+    ind, mask, vals = padded_adjacency(S, 5)
+    parent = label_parents(torch.from_numpy(ind), torch.from_numpy(mask), torch.from_numpy(vals), 5)
+    dense = S.toarray()
+    np.testing.assert_array_equal(parent.numpy(), dense.argmax(axis=0))
+
+
+def test_loss_is_finite_and_matches_naive_formula():
+    L = 6
+    out = {
+        "labels": torch.tensor([[0, 1, 2, L], [3, 4, 5, 1]]),
+        "log_shortlist": torch.tensor([[-0.1, -2.0, 0.0, float("-inf")], [-1.0, -0.5, -3.0, -0.2]]),
+        "logits": torch.tensor([[2.0, -1.0, 0.5, 0.0], [0.0, 1.0, -2.0, 3.0]], requires_grad=True),
+        "path_labels": torch.tensor([[0, 1, 2, L], [3, 4, 5, 1]]),
+        "path_log_scores": torch.tensor([[-0.1, -2.0, 0.0, float("-inf")], [-1.0, -0.5, -3.0, -0.2]]),
+    }
+    Y = sp.csr_matrix(np.array([[1, 0, 1, 0, 0, 0], [0, 0, 0, 0, 1, 0]]))
+    keys, _ = gold_tensors(Y, torch.zeros(L, dtype=torch.int64), 1, "cpu")
+    loss, lc, ls = elias_loss(out, keys, L, 0.5)
+    # naive Eq. 7-8 (with the means of the public code)
+    p = torch.sigmoid(out["logits"].detach()) * out["log_shortlist"].exp()
+    t = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0]], dtype=torch.float32)
+    valid = torch.isfinite(out["log_shortlist"])
+    naive_c = -(t * torch.log(p) + (1 - t) * torch.log1p(-p))[valid].sum() / 8
+    naive_s = -(-0.1 + 0.0 - 0.5) / (2 * 2)
+    assert float(lc.detach()) == pytest.approx(float(naive_c), rel=1e-4)
+    assert float(ls) == pytest.approx(naive_s, rel=1e-5)
+    loss.backward()
+    assert torch.isfinite(out["logits"].grad).all()
+    # extreme logits stay finite
+    out["logits"] = torch.tensor([[1e4, -1e4, 1e4, 0.0], [-1e4, 1e4, 1e4, -1e4]], requires_grad=True)
+    loss, _, _ = elias_loss(out, keys, L, 0.5)
+    loss.backward()
+    assert math.isfinite(float(loss.detach())) and torch.isfinite(out["logits"].grad).all()

@@ -15,6 +15,7 @@ from .index import (
     expand_paths,
     label_parents,
     max_over_paths,
+    max_over_paths_dense,
     shortlist_clusters,
     shortlist_labels,
 )
@@ -89,7 +90,7 @@ class ELIASNetwork(nn.Module):
         return torch.bmm(w, emb.unsqueeze(-1)).squeeze(-1) + self.label_bias[safe]
 
     # ------------------------------------------------------------------ forward
-    def forward(self, batch, gold_parents=None, shortlist_size=None):
+    def forward(self, batch, gold_parents=None, gold_labels=None, shortlist_size=None):
         """Eq. 1–6 and the label classifiers.
 
         Parameters
@@ -97,30 +98,41 @@ class ELIASNetwork(nn.Module):
         batch : encoder input
         gold_parents : Tensor (N, P), optional
             Parent clusters of the gold labels (training, Eq. 3); ``C`` = padding.
+        gold_labels : Tensor (N, P), optional
+            Gold label ids (``L`` = padding); when given, ``gold_log_shortlist`` holds log ŷ_l
+            of each gold label (-inf when no explored path reaches it).
 
         Returns
         -------
         dict with ``labels`` (N, K) int64 (pad = L), ``log_shortlist`` (N, K) log ŷ,
-        ``logits`` (N, K) label-classifier logits, ``path_labels``/``path_log_scores``
-        (N, P') the de-duplicated path set (for the shortlist loss), ``embedding`` (N, d).
+        ``logits`` (N, K) label-classifier logits, ``embedding`` (N, d) and, with
+        ``gold_labels``, ``gold_log_shortlist`` (N, P).
         """
         emb = self.encoder(batch).float()
         log_cs = cluster_log_scores(self.cluster_classifier(emb), self.alpha)
         clusters = shortlist_clusters(log_cs, self.beam_size, gold_parents)
         log_es = self.log_edge_scores()
         labels, log_path = expand_paths(clusters, log_cs, self.a_indices, log_es)
-        if self.learn_adjacency:  # a label may be reached through several clusters: Eq. 6
-            labels, log_path = max_over_paths(labels, log_path, self.n_labels)
         K = self.shortlist_size if shortlist_size is None else shortlist_size
-        top_lab, top_lp = shortlist_labels(labels, log_path, K, self.n_labels)
-        return {
-            "labels": top_lab,
-            "log_shortlist": top_lp,
-            "logits": self.label_logits(emb, top_lab),
-            "path_labels": labels,
-            "path_log_scores": log_path,
-            "embedding": emb,
-        }
+        L = self.n_labels
+        out = {"embedding": emb}
+        if self.learn_adjacency and labels.shape[0] * (L + 1) <= self.dense_max_threshold:
+            dense = max_over_paths_dense(labels, log_path, L)  # Eq. 6, dense buffer
+            top_lp, top_lab = torch.topk(dense[:, :L], min(K, L), dim=1)
+            top_lab = top_lab.masked_fill(torch.isneginf(top_lp), L)
+            if gold_labels is not None:
+                out["gold_log_shortlist"] = torch.gather(dense, 1, gold_labels)
+        else:
+            if self.learn_adjacency:  # a label may be reached through several clusters: Eq. 6
+                labels, log_path = max_over_paths(labels, log_path, L)
+            top_lab, top_lp = shortlist_labels(labels, log_path, K, L)
+            if gold_labels is not None:
+                out["gold_log_shortlist"] = _lookup(labels, log_path, gold_labels, L)
+        out.update(labels=top_lab, log_shortlist=top_lp, logits=self.label_logits(emb, top_lab))
+        return out
+
+    #: use the dense (N, L+1) buffer for Eq. 6 when it holds at most this many entries
+    dense_max_threshold = 2**25
 
     @torch.no_grad()
     def cluster_topb(self, batch):
@@ -141,6 +153,20 @@ class ELIASNetwork(nn.Module):
         self.update_parents()
 
 
+def _lookup(labels, log_path, gold_labels, n_labels):
+    """log ŷ of each gold label from a de-duplicated path set (-inf when absent)."""
+    N = labels.shape[0]
+    width = n_labels + 1
+    keys = torch.arange(N, device=labels.device).unsqueeze(1) * width + labels
+    order = torch.argsort(keys.reshape(-1))
+    sk = keys.reshape(-1)[order]
+    q = torch.arange(N, device=labels.device).unsqueeze(1) * width + gold_labels
+    pos = torch.searchsorted(sk, q).clamp(max=sk.numel() - 1)
+    found = (sk[pos] == q) & (gold_labels < n_labels)
+    vals = log_path.reshape(-1)[order[pos]]
+    return torch.where(found, vals, torch.full_like(vals, NEG_INF))
+
+
 def elias_loss(out, gold_keys, n_labels, loss_lambda):
     """L = L_c + λ·L_s (Eq. 7–8), in log space.
 
@@ -151,7 +177,7 @@ def elias_loss(out, gold_keys, n_labels, loss_lambda):
 
     Parameters
     ----------
-    out : dict from :meth:`ELIASNetwork.forward`
+    out : dict from :meth:`ELIASNetwork.forward` (called with ``gold_labels``)
     gold_keys : Tensor (nnz,), sorted int64 keys ``row * (L+1) + label`` of the gold labels
     """
     labels, log_y, z = out["labels"], out["log_shortlist"], out["logits"].float()
@@ -163,10 +189,9 @@ def elias_loss(out, gold_keys, n_labels, loss_lambda):
     log_1mp = torch.logaddexp(nn.functional.logsigmoid(-z), nn.functional.logsigmoid(z) + torch.log1p(-log_y.exp()))
     lc = -torch.where(target, log_p, log_1mp)
     loss_c = (lc * valid).sum() / (N * K)
-    pl, plp = out["path_labels"], out["path_log_scores"]
-    pos = _is_gold(pl, gold_keys, n_labels) & torch.isfinite(plp)
-    max_gold = max(1, int(torch.bincount(torch.div(gold_keys, n_labels + 1, rounding_mode="floor"), minlength=N).max()))
-    loss_s = -(plp.masked_fill(~pos, 0.0)).sum() / (N * max_gold)
+    g = out["gold_log_shortlist"]  # (N, P): log ŷ of the gold labels, -inf when unreachable or padding
+    found = torch.isfinite(g)
+    loss_s = -(g.masked_fill(~found, 0.0)).sum() / (N * g.shape[1])
     return loss_c + loss_lambda * loss_s, loss_c.detach(), loss_s.detach()
 
 
@@ -180,16 +205,19 @@ def _is_gold(labels, gold_keys, n_labels):
 
 
 def gold_tensors(Y_rows, parent, n_clusters, device):
-    """Sorted gold keys and the (N, P) parent-cluster matrix (padding C) for a CSR batch of labels."""
+    """For a CSR batch of labels: sorted gold keys, (N, P) gold labels (pad L) and their parents (pad C)."""
     L = Y_rows.shape[1]
     n_per = np.diff(Y_rows.indptr)
     rows = np.repeat(np.arange(Y_rows.shape[0]), n_per)
     keys = torch.from_numpy(rows * (L + 1) + Y_rows.indices.astype(np.int64)).to(device)
     P = max(int(n_per.max()) if n_per.size else 0, 1)
-    par = torch.full((Y_rows.shape[0], P), n_clusters, dtype=torch.int64, device=device)
+    gold = torch.full((Y_rows.shape[0], P), L, dtype=torch.int64, device=device)
     if Y_rows.nnz:
         pos = np.arange(Y_rows.nnz) - Y_rows.indptr[rows]
-        par[torch.from_numpy(rows).to(device), torch.from_numpy(pos).to(device)] = parent[
-            torch.from_numpy(Y_rows.indices.astype(np.int64)).to(device)
-        ]
-    return keys, par
+        gold[torch.from_numpy(rows).to(device), torch.from_numpy(pos).to(device)] = torch.from_numpy(
+            Y_rows.indices.astype(np.int64)
+        ).to(device)
+    par = torch.full_like(gold, n_clusters)
+    real = gold < L
+    par[real] = parent[gold[real]]
+    return keys, gold, par

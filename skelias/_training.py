@@ -83,9 +83,9 @@ def train_stage(net, X, Y, *, make_batch, n_epochs, batch_size, lr, lr_encoder, 
         for b in bar:
             rows = perm[b * batch_size : (b + 1) * batch_size]
             xb = make_batch(X[rows], device)
-            keys, parents = gold_tensors(Y[rows], net.parent, net.n_clusters, device)
+            keys, gold, parents = gold_tensors(Y[rows], net.parent, net.n_clusters, device)
             with amp:
-                out = net(xb, gold_parents=parents)
+                out = net(xb, gold_parents=parents, gold_labels=gold)
             loss, lc, ls = elias_loss(out, keys, net.n_labels, loss_lambda)
             loss.backward()
             if enc_groups:

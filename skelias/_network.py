@@ -65,6 +65,8 @@ class ELIASNetwork(nn.Module):
             a_values = torch.rand(a_indices.shape, generator=g)
         self.a_values = nn.Parameter(torch.as_tensor(a_values, dtype=torch.float32), requires_grad=learn_adjacency)
         self.register_buffer("parent", torch.zeros(n_labels, dtype=torch.int64))
+        # fixed edge scores (C+1, κ) in log space, e.g. of a pruned index; None: Eq. 5 / 0-1 support
+        self.register_buffer("fixed_log_edges", None)
         self.update_parents()
 
     # ------------------------------------------------------------------ index pieces
@@ -72,12 +74,24 @@ class ELIASNetwork(nn.Module):
         """(C+1, κ) log edge scores: Eq. 5 in stage 2, 0 on the fixed support in stage 1."""
         if self.learn_adjacency:
             return edge_log_scores(self.a_values, self.a_mask, self.beta)
+        if self.fixed_log_edges is not None:
+            return self.fixed_log_edges
         return torch.zeros_like(self.a_values).masked_fill(~self.a_mask, NEG_INF)
+
+    @property
+    def multi_edge(self):
+        """True when a label may hang under several clusters (stage 2, or a fixed learned index)."""
+        return self.learn_adjacency or self.fixed_log_edges is not None
 
     @torch.no_grad()
     def update_parents(self):
         """Eq. 3's ``argmax_c a_{c,l}`` for every label (the fixed cluster in stage 1)."""
-        vals = self.a_values if self.learn_adjacency else self.a_mask.float()
+        if self.learn_adjacency:
+            vals = self.a_values
+        elif self.fixed_log_edges is not None:
+            vals = self.fixed_log_edges.exp()
+        else:
+            vals = self.a_mask.float()
         self.parent.copy_(label_parents(self.a_indices, self.a_mask, vals, self.n_labels))
 
     def label_logits(self, emb, labels):
@@ -116,14 +130,14 @@ class ELIASNetwork(nn.Module):
         K = self.shortlist_size if shortlist_size is None else shortlist_size
         L = self.n_labels
         out = {"embedding": emb}
-        if self.learn_adjacency and labels.shape[0] * (L + 1) <= self.dense_max_threshold:
+        if self.multi_edge and labels.shape[0] * (L + 1) <= self.dense_max_threshold:
             dense = max_over_paths_dense(labels, log_path, L)  # Eq. 6, dense buffer
             top_lp, top_lab = torch.topk(dense[:, :L], min(K, L), dim=1)
             top_lab = top_lab.masked_fill(torch.isneginf(top_lp), L)
             if gold_labels is not None:
                 out["gold_log_shortlist"] = torch.gather(dense, 1, gold_labels)
         else:
-            if self.learn_adjacency:  # a label may be reached through several clusters: Eq. 6
+            if self.multi_edge:  # a label may be reached through several clusters: Eq. 6
                 labels, log_path = max_over_paths(labels, log_path, L)
             top_lab, top_lp = shortlist_labels(labels, log_path, K, L)
             if gold_labels is not None:
@@ -150,6 +164,20 @@ class ELIASNetwork(nn.Module):
         g = torch.Generator().manual_seed(seed)
         self.a_values = nn.Parameter(torch.rand(a_indices.shape, generator=g).to(dev), requires_grad=True)
         self.learn_adjacency = True
+        self.fixed_log_edges = None
+        self.update_parents()
+
+    @torch.no_grad()
+    def fix_adjacency(self, a_indices, a_mask, log_edges):
+        """Freeze the index to given edge scores (log space), e.g. a pruned copy of a learned A."""
+        dev = self.a_indices.device
+        self.a_indices = torch.as_tensor(a_indices, dtype=torch.int64, device=dev)
+        self.a_mask = torch.as_tensor(a_mask, dtype=torch.bool, device=dev)
+        self.a_values = nn.Parameter(torch.zeros(self.a_indices.shape, device=dev), requires_grad=False)
+        self.learn_adjacency = False
+        self.fixed_log_edges = torch.as_tensor(log_edges, dtype=torch.float32, device=dev).masked_fill(
+            ~self.a_mask, NEG_INF
+        )
         self.update_parents()
 
 

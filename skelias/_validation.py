@@ -11,7 +11,8 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.utils.validation import check_array
 
-__all__ = ["is_text_input", "check_texts", "check_features", "check_X", "check_n_rows"]
+__all__ = ["is_text_input", "check_texts", "check_features", "check_X", "check_n_rows", "default_vectorizer",
+           "apply_vectorizer", "topk_to_indicator"]
 
 
 def is_text_input(X) -> bool:
@@ -89,3 +90,28 @@ def check_X(X, name="X", n_features=None, estimator_name="the estimator"):
 def check_n_rows(n_x, n_y):
     if n_x != n_y:
         raise ValueError(f"X has {n_x} samples but Y has {n_y}; they must have the same number of rows.")
+
+
+def default_vectorizer():
+    """The TF-IDF features the peers are measured on: sublinear tf, 1–2 grams, ≤ 200k features, min_df 2."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), max_features=200_000, min_df=2, dtype=np.float32)
+
+
+def apply_vectorizer(kind, X, vectorizer):
+    """Vectorise raw texts with the fitted ``vectorizer``; refuse the input kind the model was not fitted on."""
+    if kind == "text":
+        if vectorizer is None:
+            raise TypeError("This model was fitted on a feature matrix; pass features, not raw texts.")
+        return vectorizer.transform(X)
+    if vectorizer is not None:
+        raise TypeError("This model was fitted on raw texts; pass a list of str, not a feature matrix.")
+    return X
+
+
+def topk_to_indicator(indices, n_labels):
+    """(n, k) column indices (-1 = padding) → CSR float32 indicator (n, n_labels)."""
+    keep = indices >= 0
+    rows = np.repeat(np.arange(indices.shape[0]), indices.shape[1])[keep.ravel()]
+    return sp.csr_matrix((np.ones(rows.size, np.float32), (rows, indices[keep])), shape=(indices.shape[0], n_labels))

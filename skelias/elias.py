@@ -10,14 +10,13 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin, clone
-from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ._labels import LabelIndexer, is_label_matrix
 from ._network import ELIASNetwork
 from ._training import cluster_matching_matrix, predict_topk_scores, train_stage
-from ._validation import check_n_rows, check_X
+from ._validation import apply_vectorizer, check_n_rows, check_X, default_vectorizer, topk_to_indicator
 from .cluster import cluster_labels, default_n_clusters
 from .encoders import DenseMLPEncoder, HybridEncoder, HybridFeatures, SparseBagEncoder
 from .index import approximate_adjacency, padded_adjacency
@@ -26,11 +25,6 @@ from .metrics import _check_k, _ndcg, precision_at_k_scorer
 logger = logging.getLogger("skelias")
 
 __all__ = ["ELIASClassifier"]
-
-
-def _default_vectorizer():
-    # the features the peers are measured on: sublinear tf, 1-2 grams, <= 200k features, min_df 2
-    return TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), max_features=200_000, min_df=2, dtype=np.float32)
 
 
 def _resolve_device(device):
@@ -212,19 +206,14 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
             if kind == "text":
                 if self.encoder != "tfidf":
                     raise ValueError("raw texts need encoder='tfidf'; pass a dense feature array for encoder='dense'.")
-                self.vectorizer_ = clone(self.vectorizer if self.vectorizer is not None else _default_vectorizer())
+                self.vectorizer_ = clone(self.vectorizer if self.vectorizer is not None else default_vectorizer())
                 self.vectorizer_.fit(X)
             else:
                 if self.pretrained_model is not None:
                     raise TypeError("pretrained_model (the hybrid encoder) needs raw texts, not a feature matrix.")
                 self.vectorizer_ = None
         texts = X
-        if kind == "text":
-            if self.vectorizer_ is None:
-                raise TypeError("This model was fitted on a feature matrix; pass features, not raw texts.")
-            X = self.vectorizer_.transform(X)
-        elif self.vectorizer_ is not None:
-            raise TypeError("This model was fitted on raw texts; pass a list of str, not a feature matrix.")
+        X = apply_vectorizer(kind, X, self.vectorizer_)
         if self.encoder == "tfidf":
             X = sp.csr_matrix(X, dtype=np.float32)
             if self.pretrained_model is not None:
@@ -392,9 +381,7 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
     def predict(self, X):
         """CSR indicator (n_samples, n_labels), float32, of each row's top ``k`` labels."""
         idx, _ = self._raw_topk(X, _check_k(self.k))
-        keep = idx >= 0
-        rows = np.repeat(np.arange(idx.shape[0]), idx.shape[1])[keep.ravel()]
-        return sp.csr_matrix((np.ones(rows.size, np.float32), (rows, idx[keep])), shape=(idx.shape[0], len(self.classes_)))
+        return topk_to_indicator(idx, len(self.classes_))
 
     def transform(self, X):
         """Embeddings φ(X), ndarray (n_samples, embed_dim) float32 (used by the sparse re-ranker)."""
@@ -404,6 +391,64 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
         """Precision@1 on (X, y); labels unknown to the model count as misses."""
         return precision_at_k_scorer(1)(self, X, y)
 
+    # ------------------------------------------------------------------ index analysis (paper App. E)
+    def adjacency_matrix(self):
+        """Edge scores ŝ_{c,l} of the index as a CSR matrix (n_clusters, n_labels), float32.
+
+        Stage 2: ``min(1, β·softmax_row(a))`` (Eq. 5) on A's support; stage 1: the 0/1 clustering.
+        ``(A > t).sum(axis=0)`` gives the number of clusters each label hangs under.
+        """
+        check_is_fitted(self, "network_")
+        net = self.network_
+        with torch.no_grad():
+            es = net.log_edge_scores().exp()[:-1].cpu().numpy()
+        ind = net.a_indices[:-1].cpu().numpy()
+        mask = net.a_mask[:-1].cpu().numpy() & (es > 0)
+        rows = np.repeat(np.arange(ind.shape[0]), ind.shape[1]).reshape(ind.shape)
+        return sp.csr_matrix((es[mask], (rows[mask], ind[mask])), shape=(net.n_clusters, net.n_labels))
+
+    def prune_index(self, threshold=None, top_k=None):
+        """A copy of this model whose index keeps only strong edges (paper App. E).
+
+        Parameters
+        ----------
+        threshold : float, optional
+            Drop edges with score ŝ_{c,l} < threshold.
+        top_k : int, optional
+            Keep at most ``top_k`` edges per cluster (the strongest).
+
+        Returns
+        -------
+        ELIASClassifier
+            Every label keeps its strongest edge, so none becomes unreachable.
+        """
+        import copy
+
+        check_is_fitted(self, "network_")
+        A = self.adjacency_matrix().tocoo()
+        c, l, v = A.row, A.col, A.data
+        keep = np.ones(v.size, dtype=bool)
+        if threshold is not None:
+            keep &= v >= threshold
+        if top_k is not None:
+            _check_k(top_k, name="top_k")
+            order = np.lexsort((-v, c))
+            first = np.searchsorted(c[order], c[order], side="left")
+            rank = np.empty(v.size, dtype=np.int64)
+            rank[order] = np.arange(v.size) - first
+            keep &= rank < top_k
+        order = np.lexsort((-v, l))  # every label keeps its strongest edge
+        is_first = np.ones(v.size, dtype=bool)
+        is_first[1:] = l[order][1:] != l[order][:-1]
+        keep[order[is_first]] = True
+        P = sp.csr_matrix((v[keep], (c[keep], l[keep])), shape=A.shape)
+        pruned = copy.deepcopy(self)
+        a_ind, a_mask, scores = padded_adjacency(P, self.network_.n_labels)
+        with np.errstate(divide="ignore"):
+            log_edges = np.where(a_mask, np.log(np.maximum(scores, 1e-30)), -np.inf)
+        pruned.network_.fix_adjacency(a_ind, a_mask, log_edges)
+        return pruned
+
     # ------------------------------------------------------------------ persistence
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -412,6 +457,7 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
         if net is not None:
             state["_network_cpu"] = {
                 "config": dict(n_features=self.n_features_in_, learn_adjacency=net.learn_adjacency,
+                               fixed_edges=net.fixed_log_edges is not None,
                                dense_label_scoring=net.dense_label_scoring, beam_size=net.beam_size,
                                shortlist_size=net.shortlist_size, alpha=net.alpha, beta=net.beta),
                 "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
@@ -428,6 +474,8 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
                                alpha=cfg["alpha"], beta=cfg["beta"], beam_size=cfg["beam_size"],
                                shortlist_size=cfg["shortlist_size"], learn_adjacency=cfg["learn_adjacency"],
                                dense_label_scoring=cfg["dense_label_scoring"])
+            if cfg.get("fixed_edges"):
+                net.fixed_log_edges = torch.empty_like(sd["fixed_log_edges"])
             net.load_state_dict(sd)
             net.eval()
             self.network_ = net

@@ -42,11 +42,13 @@ class SparseBagEncoder(nn.Module):
         Add the residual GELU block.
     """
 
-    def __init__(self, n_features, dim=512, dropout=0.2, residual=True):
+    def __init__(self, n_features, dim=512, dropout=0.2, residual=True, init_std=0.3):
         super().__init__()
         self.dim = dim
         self.bag = nn.EmbeddingBag(n_features, dim, mode="sum")
-        nn.init.normal_(self.bag.weight, std=1.0 / np.sqrt(dim))
+        # unit-norm TF-IDF rows then give unit-variance activations (a smaller init leaves the
+        # model predicting label priors for several epochs before it starts to learn)
+        nn.init.normal_(self.bag.weight, std=init_std)
         self.bias = nn.Parameter(torch.zeros(dim))
         self.head = _ResidualHead(dim, dropout) if residual else nn.Dropout(dropout)
 
@@ -108,11 +110,11 @@ class HybridEncoder(nn.Module):
     learned projection before the nonlinearity.
     """
 
-    def __init__(self, n_features, pretrained_dim, dim=512, dropout=0.2, residual=True):
+    def __init__(self, n_features, pretrained_dim, dim=512, dropout=0.2, residual=True, init_std=0.3):
         super().__init__()
         self.dim = dim
         self.bag = nn.EmbeddingBag(n_features, dim, mode="sum")
-        nn.init.normal_(self.bag.weight, std=1.0 / np.sqrt(dim))
+        nn.init.normal_(self.bag.weight, std=init_std)
         self.project = nn.Linear(pretrained_dim, dim)
         self.head = _ResidualHead(dim, dropout) if residual else nn.Dropout(dropout)
 

@@ -14,12 +14,11 @@ import numbers
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, clone
-from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 from sklearn.utils.validation import check_is_fitted
 
 from ._labels import LabelIndexer, is_label_matrix
-from ._validation import check_n_rows, check_X
+from ._validation import apply_vectorizer, check_n_rows, check_X, default_vectorizer, topk_to_indicator
 from .metrics import _check_k, top_k
 
 __all__ = ["KNNLabelClassifier"]
@@ -60,13 +59,7 @@ class KNNLabelClassifier(BaseEstimator):
         self.batch_size = batch_size
 
     def _vectorize(self, kind, X):
-        if kind == "text":
-            if self.vectorizer_ is None:
-                raise TypeError("This model was fitted on a feature matrix; pass features, not raw texts.")
-            X = self.vectorizer_.transform(X)
-        elif self.vectorizer_ is not None:
-            raise TypeError("This model was fitted on raw texts; pass a list of str, not a feature matrix.")
-        return normalize(sp.csr_matrix(X, dtype=np.float32))
+        return normalize(sp.csr_matrix(apply_vectorizer(kind, X, self.vectorizer_), dtype=np.float32))
 
     def fit(self, X, y):
         """Store the normalised training documents and their labels.
@@ -95,9 +88,7 @@ class KNNLabelClassifier(BaseEstimator):
             raise ValueError("Y has no positive label at all; there is nothing to learn.")
         self._fitted_on_matrix = is_label_matrix(y)
         if kind == "text":
-            vec = self.vectorizer if self.vectorizer is not None else TfidfVectorizer(
-                sublinear_tf=True, ngram_range=(1, 2), min_df=2, max_features=200_000, dtype=np.float32
-            )
+            vec = self.vectorizer if self.vectorizer is not None else default_vectorizer()
             self.vectorizer_ = clone(vec).fit(X)
         else:
             self.vectorizer_ = None
@@ -174,9 +165,7 @@ class KNNLabelClassifier(BaseEstimator):
         check_is_fitted(self, "X_train_T_")
         S = self.decision_function(X)
         idx, _ = top_k(S, min(_check_k(self.k), S.shape[1]))
-        keep = idx >= 0
-        rows = np.repeat(np.arange(idx.shape[0]), idx.shape[1])[keep.ravel()]
-        return sp.csr_matrix((np.ones(rows.size, np.float32), (rows, idx[keep])), shape=S.shape)
+        return topk_to_indicator(idx, S.shape[1])
 
     def score(self, X, y):
         """Precision@1 on ``(X, Y)`` (labels unknown to the model count as misses)."""

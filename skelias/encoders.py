@@ -12,7 +12,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-__all__ = ["SparseBagEncoder", "DenseMLPEncoder", "HybridEncoder", "HybridFeatures"]
+__all__ = ["SparseBagEncoder", "DenseMLPEncoder", "HybridEncoder", "HybridFeatures", "TextRows", "TransformerEncoder"]
 
 
 class _ResidualHead(nn.Module):
@@ -126,3 +126,78 @@ class HybridEncoder(nn.Module):
         (indices, offsets, weights), dense = batch
         h = self.bag(indices, offsets, per_sample_weights=weights) + self.project(dense)
         return self.head(nn.functional.gelu(h))
+
+
+class TextRows:
+    """A list of documents that supports numpy-style row selection (``rows[idx]``) like a matrix."""
+
+    def __init__(self, texts):
+        self.texts = list(texts)
+
+    @property
+    def shape(self):
+        return (len(self.texts), 0)
+
+    def __len__(self):
+        return len(self.texts)
+
+    def __getitem__(self, rows):
+        if isinstance(rows, slice):
+            return TextRows(self.texts[rows])
+        return TextRows([self.texts[i] for i in np.asarray(rows).ravel()])
+
+
+class TransformerEncoder(nn.Module):
+    """φ(x) = dropout(CLS vector of a Hugging Face ``AutoModel``) (paper §3.2), optionally projected to ``dim``.
+
+    Fine-tuned with its own learning rate (``lr_encoder``); tokenisation happens per batch.
+
+    Parameters
+    ----------
+    model : str
+        Local model directory (or an offline-resolvable name, or "all-MiniLM-L6-v2").
+    max_length : int
+    dim : int or None
+        Output size; ``None`` keeps the transformer's hidden size.
+    pooling : {"cls", "mean"}
+    dropout : float
+    """
+
+    def __init__(self, model, max_length=32, dim=None, pooling="cls", dropout=0.2):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        from .pretrained import resolve_pretrained_path
+
+        path = resolve_pretrained_path(model)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            self.transformer = AutoModel.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"could not load the transformer {model!r} offline: {exc}. Pass a local directory.") from None
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be 'cls' or 'mean'; got {pooling!r}.")
+        hidden = int(self.transformer.config.hidden_size)
+        self.max_length, self.pooling = int(max_length), pooling
+        self.projection = nn.Linear(hidden, dim) if dim and dim != hidden else nn.Identity()
+        self.dim = int(dim) if dim else hidden
+        self.dropout = nn.Dropout(dropout)
+
+    def make_batch(self, X, device):
+        texts = X.texts if isinstance(X, TextRows) else list(X)
+        return self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
+                              return_tensors="pt").to(device)
+
+    def forward(self, batch):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=batch["input_ids"].is_cuda):
+            hidden = self.transformer(**batch).last_hidden_state
+        hidden = hidden.float()
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            m = batch["attention_mask"].unsqueeze(-1).float()
+            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return self.dropout(self.projection(pooled))
+
+    def __getstate__(self):  # the tokenizer pickles fine; keep the default behaviour explicit
+        return self.__dict__.copy()

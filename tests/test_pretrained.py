@@ -58,3 +58,28 @@ def test_hybrid_elias_fits_predicts_and_roundtrips(tiny_bert, tmp_path):
     np.testing.assert_allclose(scores, s2, rtol=1e-5)
     with pytest.raises(TypeError, match="needs raw texts"):
         ELIASClassifier(pretrained_model=tiny_bert).fit(np.ones((3, 2)), [[1], [2], [1]])
+
+
+def test_finetuned_transformer_encoder(tiny_bert, tmp_path):
+    import joblib
+    import torch
+
+    texts, labels = load_cooking_stackexchange("train")
+    clf = ELIASClassifier(encoder="transformer", pretrained_model=tiny_bert, pretrained_max_length=16,
+                          n_epochs_stage1=1, n_epochs_stage2=1, batch_size=64, shortlist_size=100,
+                          max_leaf_size=50, random_state=0)
+    before = {k: v.clone() for k, v in ELIASClassifier(**clf.get_params())._make_encoder(0).state_dict().items()}
+    clf.fit(texts[:300], labels[:300])
+    enc = clf.network_.encoder
+    assert enc.dim == 32 and clf.transform(texts[:4]).shape == (4, 32)
+    after = enc.state_dict()
+    # the transformer weights were fine-tuned (the tiny model is loaded from the same directory)
+    key = "transformer.encoder.layer.0.attention.self.query.weight"
+    assert not torch.allclose(before[key], after[key])
+    names, scores = clf.predict_topk(texts[300:320], 5)
+    joblib.dump(clf, tmp_path / "t.joblib")
+    n2, s2 = joblib.load(tmp_path / "t.joblib").predict_topk(texts[300:320], 5)
+    np.testing.assert_array_equal(names, n2)
+    np.testing.assert_allclose(scores, s2, rtol=1e-5)
+    with pytest.raises(ValueError, match="needs pretrained_model"):
+        ELIASClassifier(encoder="transformer").fit(texts[:10], labels[:10])

@@ -1,9 +1,16 @@
 from skelias.quickstart import main
 
 
-def test_quickstart_runs_and_reports(capsys):
-    m = main(["--n-train", "3000"])
+def test_quickstart_knn_baseline(capsys):
+    m = main(["--model", "knn", "--n-train", "3000"])
     out = capsys.readouterr().out
     assert "CC BY-SA 3.0" in out and "P@1" in out and "KNNLabelClassifier (baseline)" in out
     assert {"P@1", "P@3", "P@5", "nDCG@5", "PSP@5", "R@10", "R@100"} <= set(m)
     assert 0.25 < m["P@1"] <= 1.0 and m["R@100"] >= m["R@10"]
+
+
+def test_quickstart_elias(capsys):
+    m = main(["--n-train", "2000", "--epochs", "2", "--no-pretrained"])
+    out = capsys.readouterr().out
+    assert "ELIASClassifier, TF-IDF encoder" in out
+    assert 0.0 < m["P@1"] <= 1.0 and m["R@100"] >= m["R@10"]

@@ -52,6 +52,8 @@ def run_one(args):
         k, v = kv.split("=", 1)
         params[k] = json.loads(v) if v[:1] in "0123456789-[{tfn" else v
     clf = ELIASClassifier(**params)
+    if args.raw_texts:  # the estimator builds the same TF-IDF itself (and the hybrid needs the texts)
+        Xtr, Xte = tr, te
     t0 = time.perf_counter()
     clf.fit(Xtr, Ytr)
     fit_s = time.perf_counter() - t0
@@ -66,7 +68,7 @@ def run_one(args):
     ip = inverse_propensity(space.transform(ytr))
     m = xmc_metrics(Yte, (idx_u, np.where(idx >= 0, scores, -np.inf)), ks=(1, 3, 5), recall_ks=(10, 100), inv_prop=ip)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    rec = {"model": args.model, "fit_s": fit_s, "predict_s": pred_s, "peak_rss_gib": rss, "params": params,
+    rec = {"model": args.model, "data": args.data, "fit_s": fit_s, "predict_s": pred_s, "peak_rss_gib": rss, "params": params,
            "fit_time": clf.fit_time_, "history": clf.history_, **{k: m[k] for k in COLS}}
     print("RESULT " + json.dumps(rec), flush=True)
 
@@ -80,19 +82,22 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", type=int, default=0)
     p.add_argument("--out", default=None)
+    p.add_argument("--raw-texts", action="store_true", help="pass raw texts (needed for pretrained_model=...)")
+    p.add_argument("--label", default="", help="suffix for the model name in the table")
     args = p.parse_args()
     if args.model:
         return run_one(args)
     rows = []
     for model in args.models:
         cmd = [sys.executable, __file__, args.data, "--model", model, "--seed", str(args.seed),
-               "--verbose", str(args.verbose), "--set", *args.set]
+               "--verbose", str(args.verbose), *(["--raw-texts"] if args.raw_texts else []), "--set", *args.set]
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)  # stderr (progress) streams through
         lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
             print(f"{model}: failed (exit {proc.returncode})", file=sys.stderr)
             continue
         rec = json.loads(lines[-1][7:])
+        rec["model"] += args.label
         rows.append(rec)
         if args.out:
             with open(args.out, "a") as fh:

@@ -195,6 +195,10 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
             pos_real(name, strict=False)
         if not (isinstance(self.dropout, numbers.Real) and 0 <= self.dropout < 1):
             raise ValueError(f"dropout must be in [0, 1); got {self.dropout!r}.")
+        v = self.validation_size
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real) or v <= 0
+                              or (not isinstance(v, numbers.Integral) and v >= 1)):
+            raise ValueError(f"validation_size must be None, an int >= 1 or a float in (0, 1); got {v!r}.")
         if not (isinstance(self.warmup, numbers.Real) and 0 <= self.warmup < 1):
             raise ValueError(f"warmup must be in [0, 1); got {self.warmup!r}.")
         _check_k(self.k)

@@ -113,12 +113,21 @@ def test_sklearn_composition(cooking):
         (["a b", "b c"], [["x"], ["y"]], {"alpha": -1}, ValueError, "alpha must be"),
         (["a b", "b c"], [["x"], ["y"]], {"encoder": "bert"}, ValueError, "encoder must be"),
         (["a b", "b c"], [["x"], ["y"]], {"device": "tpu:9"}, ValueError, "device must be"),
+        (["a b", "b c"], [["x"], ["y"]], {"validation_size": 1.5}, ValueError, "validation_size must be"),
+        (["a b", "b c"], [["x"], ["y"]], {"validation_size": "10%"}, ValueError, "validation_size must be"),
         (["a b", "b c"], [["x"], ["y"]], {"encoder": "dense"}, ValueError, "raw texts need encoder='tfidf'"),
     ],
 )
 def test_bad_input_is_rejected_before_training(X, y, kwargs, exc, match):
     with pytest.raises(exc, match=match):
         ELIASClassifier(**{**TINY, **kwargs}).fit(X, y)
+
+
+def test_validation_split_selects_the_best_epoch(cooking):
+    texts, labels = cooking
+    clf = ELIASClassifier(**{**TINY, "validation_size": 0.2}).fit(texts, labels)
+    scores = [h["val_ndcg@5"] for h in clf.history_]
+    assert len(scores) == 3 and all(0 <= s <= 1 for s in scores)
 
 
 def test_predict_before_fit():

@@ -140,7 +140,13 @@ class ELIASNetwork(nn.Module):
             if self.multi_edge:  # a label may be reached through several clusters: Eq. 6
                 labels, log_path = max_over_paths(labels, log_path, L)
             top_lab, top_lp = shortlist_labels(labels, log_path, K, L)
-            if gold_labels is not None:
+            if gold_labels is not None and not self.multi_edge:
+                # stage 1: A is a partition, so a gold label's only path is through its parent cluster,
+                # which teacher forcing put in the shortlist (Eq. 3-4): ŷ_l = ŝ_parent(l), a gather
+                par = self.parent[gold_labels.clamp(max=L - 1)]
+                g = torch.gather(log_cs, 1, par.clamp(max=self.n_clusters - 1))
+                out["gold_log_shortlist"] = g.masked_fill((gold_labels >= L) | (par >= self.n_clusters), NEG_INF)
+            elif gold_labels is not None:
                 out["gold_log_shortlist"] = _lookup(labels, log_path, gold_labels, L)
         out.update(labels=top_lab, log_shortlist=top_lp, logits=self.label_logits(emb, top_lab))
         return out

@@ -134,9 +134,10 @@ def max_over_paths_dense(labels, log_path, n_labels):
 
 
 def shortlist_labels(labels, log_path, K, pad_label):
-    """Top-K labels of the path set by shortlist score; padding where fewer than K paths exist."""
-    k = min(K, labels.shape[1])
-    top_lp, pos = torch.topk(log_path, k, dim=1)
+    """Top-K labels of the path set by shortlist score (unordered when all paths fit); padding where fewer exist."""
+    if K >= labels.shape[1]:  # every path fits: no selection needed (order is irrelevant downstream)
+        return labels.masked_fill(torch.isneginf(log_path), pad_label), log_path
+    top_lp, pos = torch.topk(log_path, K, dim=1)
     top_lab = torch.gather(labels, 1, pos).masked_fill(torch.isneginf(top_lp), pad_label)
     return top_lab, top_lp
 

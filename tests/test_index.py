@@ -183,3 +183,24 @@ def test_dense_and_sorted_max_over_paths_agree():
         m2 = {l: s for l, s in zip(o2["labels"][i].tolist(), o2["log_shortlist"][i].tolist()) if l < L}
         assert m1.keys() == m2.keys()
         assert all(m1[l] == pytest.approx(m2[l], abs=1e-6) for l in m1)
+
+
+def test_stage1_gold_scores_gather_equals_path_lookup():
+    """In stage 1 (A a partition) ŷ of a gold label is its parent cluster's score: same as searching the path set."""
+    from skelias._network import _lookup
+
+    rs = np.random.RandomState(4)
+    L = 24
+    tree = balanced_kmeans(rs.randn(L, 4), n_clusters=6, random_state=0)
+    ind, mask, _ = padded_adjacency(tree.adjacency(), L)
+    net = _net(ind, mask, False, L)
+    net.eval()
+    x = torch.from_numpy(rs.randn(5, 5).astype(np.float32))
+    gold = torch.from_numpy(rs.randint(0, L + 1, (5, 3)))
+    parents = net.parent[gold.clamp(max=L - 1)].masked_fill(gold >= L, 6)
+    out = net(x, gold_parents=parents, gold_labels=gold)
+    log_cs = cluster_log_scores(net.cluster_classifier(net.encoder(x)), net.alpha)
+    clusters = shortlist_clusters(log_cs, net.beam_size, parents)
+    labels, lp = expand_paths(clusters, log_cs, net.a_indices, net.log_edge_scores())
+    torch.testing.assert_close(out["gold_log_shortlist"], _lookup(labels, lp, gold, L))
+    assert torch.isfinite(out["gold_log_shortlist"][gold < L]).all()  # teacher forcing reaches every gold label

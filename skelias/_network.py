@@ -187,18 +187,26 @@ class ELIASNetwork(nn.Module):
         self.update_parents()
 
 
+def _search(sorted_keys, query):
+    """Positions of ``query`` in the sorted 1-D ``sorted_keys`` and whether each is present."""
+    pos = torch.searchsorted(sorted_keys, query).clamp(max=max(sorted_keys.numel() - 1, 0))
+    if sorted_keys.numel() == 0:
+        return pos, torch.zeros_like(query, dtype=torch.bool)
+    return pos, sorted_keys[pos] == query
+
+
+def _row_keys(labels, n_labels):
+    """``row * (L+1) + label`` for an (N, m) label tensor."""
+    return torch.arange(labels.shape[0], device=labels.device).unsqueeze(1) * (n_labels + 1) + labels
+
+
 def _lookup(labels, log_path, gold_labels, n_labels):
     """log ŷ of each gold label from a de-duplicated path set (-inf when absent)."""
-    N = labels.shape[0]
-    width = n_labels + 1
-    keys = torch.arange(N, device=labels.device).unsqueeze(1) * width + labels
-    order = torch.argsort(keys.reshape(-1))
-    sk = keys.reshape(-1)[order]
-    q = torch.arange(N, device=labels.device).unsqueeze(1) * width + gold_labels
-    pos = torch.searchsorted(sk, q).clamp(max=sk.numel() - 1)
-    found = (sk[pos] == q) & (gold_labels < n_labels)
+    keys = _row_keys(labels, n_labels).reshape(-1)
+    order = torch.argsort(keys)
+    pos, found = _search(keys[order], _row_keys(gold_labels, n_labels))
     vals = log_path.reshape(-1)[order[pos]]
-    return torch.where(found, vals, torch.full_like(vals, NEG_INF))
+    return torch.where(found & (gold_labels < n_labels), vals, torch.full_like(vals, NEG_INF))
 
 
 def elias_loss(out, gold_keys, n_labels, loss_lambda):
@@ -230,12 +238,7 @@ def elias_loss(out, gold_keys, n_labels, loss_lambda):
 
 
 def _is_gold(labels, gold_keys, n_labels):
-    N = labels.shape[0]
-    if gold_keys.numel() == 0:
-        return torch.zeros_like(labels, dtype=torch.bool)
-    q = torch.arange(N, device=labels.device).unsqueeze(1) * (n_labels + 1) + labels
-    pos = torch.searchsorted(gold_keys, q).clamp(max=gold_keys.numel() - 1)
-    return gold_keys[pos] == q
+    return _search(gold_keys, _row_keys(labels, n_labels))[1]
 
 
 def gold_tensors(Y_rows, parent, n_clusters, device):

@@ -198,6 +198,3 @@ class TransformerEncoder(nn.Module):
             m = batch["attention_mask"].unsqueeze(-1).float()
             pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
         return self.dropout(self.projection(pooled))
-
-    def __getstate__(self):  # the tokenizer pickles fine; keep the default behaviour explicit
-        return self.__dict__.copy()

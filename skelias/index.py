@@ -102,19 +102,25 @@ def expand_paths(clusters, log_cs, a_indices, log_es):
     return labels.reshape(N, -1), log_path.reshape(N, -1)
 
 
-def max_over_paths(labels, log_path, pad_label):
-    """Eq. 6: keep, for each label of a row, only its best path; the others become padding.
+def _best_per_group(groups, values, dim=-1):
+    """Order by ``values`` descending, then stably by ``groups``; returns (order, is_first_of_group).
 
-    Sort by score (descending) and then stably by label: the first entry of each
-    label group is its maximum.
+    After reordering, the first entry of each group holds its maximum value.
     """
-    order = torch.argsort(log_path, dim=1, descending=True, stable=True)
-    lab = torch.gather(labels, 1, order)
-    order2 = torch.argsort(lab, dim=1, stable=True)
-    lab = torch.gather(lab, 1, order2)
-    idx = torch.gather(order, 1, order2)
-    first = torch.ones_like(lab, dtype=torch.bool)
-    first[:, 1:] = lab[:, 1:] != lab[:, :-1]
+    order = torch.argsort(values, dim=dim, descending=True, stable=True)
+    g = torch.gather(groups, dim, order)
+    order2 = torch.argsort(g, dim=dim, stable=True)
+    order = torch.gather(order, dim, order2)
+    g = torch.gather(groups, dim, order)
+    first = torch.ones_like(g, dtype=torch.bool)
+    first.narrow(dim, 1, g.shape[dim] - 1).copy_(g.narrow(dim, 1, g.shape[dim] - 1) != g.narrow(dim, 0, g.shape[dim] - 1))
+    return order, first
+
+
+def max_over_paths(labels, log_path, pad_label):
+    """Eq. 6: keep, for each label of a row, only its best path; the others become padding."""
+    idx, first = _best_per_group(labels, log_path, dim=1)
+    lab = torch.gather(labels, 1, idx)
     keep = first & (lab != pad_label)
     out_lp = torch.gather(log_path, 1, idx).masked_fill(~keep, NEG_INF)
     return lab.masked_fill(~keep, pad_label), out_lp
@@ -218,12 +224,8 @@ def label_parents(a_indices, a_mask, a_values, n_labels):
     lab = a_indices[a_mask]
     val = a_values.detach().float()[a_mask]
     clu = torch.arange(Cp1, device=a_indices.device).unsqueeze(1).expand(Cp1, kappa)[a_mask]
-    order = torch.argsort(val, descending=True, stable=True)
-    lab, clu = lab[order], clu[order]
-    order2 = torch.argsort(lab, stable=True)
-    lab, clu = lab[order2], clu[order2]
-    first = torch.ones_like(lab, dtype=torch.bool)
-    first[1:] = lab[1:] != lab[:-1]
     parent = torch.full((n_labels,), Cp1 - 1, dtype=torch.int64, device=a_indices.device)
-    parent[lab[first]] = clu[first]
+    if lab.numel():
+        order, first = _best_per_group(lab, val, dim=0)
+        parent[lab[order][first]] = clu[order][first]
     return parent

@@ -83,6 +83,28 @@ def test_shortlist_scores_match_dense_brute_force():
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-7)
 
 
+def _tree_index(seed, L=24, C=6):
+    """A random generator and the padded stage-1 adjacency of a balanced clustering of L random labels."""
+    rs = np.random.RandomState(seed)
+    tree = balanced_kmeans(rs.randn(L, 4), n_clusters=C, random_state=0)
+    ind, mask, _ = padded_adjacency(tree.adjacency(), L)
+    return rs, tree, ind, mask
+
+
+def _shortlist_map(out, i, L, keys=("log_shortlist",)):
+    """Row i of a forward output as {label: (values...)} (shortlists may order ties differently)."""
+    cols = [out["labels"][i].tolist()] + [out[k][i].tolist() for k in keys]
+    return {row[0]: row[1:] for row in zip(*cols) if row[0] < L}
+
+
+def _assert_same_shortlists(o1, o2, n_rows, L, keys=("log_shortlist",)):
+    for i in range(n_rows):
+        m1, m2 = _shortlist_map(o1, i, L, keys), _shortlist_map(o2, i, L, keys)
+        assert m1.keys() == m2.keys()
+        for l in m1:
+            assert m1[l] == pytest.approx(m2[l], abs=1e-6)
+
+
 def _net(a_ind, a_mask, learn, L, seed=0, beta=150.0):
     torch.manual_seed(seed)
     enc = DenseMLPEncoder(5, 16, dropout=0.0)
@@ -92,24 +114,17 @@ def _net(a_ind, a_mask, learn, L, seed=0, beta=150.0):
 
 def test_stage2_with_kappa_equal_cluster_size_reduces_to_fixed_tree():
     """Stage-2 machinery over the stage-1 clustering, with saturated edge scores, equals stage 1."""
-    rs = np.random.RandomState(2)
     L = 24
-    tree = balanced_kmeans(rs.randn(L, 4), n_clusters=6, random_state=0)
-    ind, mask, _ = padded_adjacency(tree.adjacency(), L)
+    rs, tree, ind, mask = _tree_index(2, L)
     n1 = _net(ind, mask, False, L)
     n2 = _net(ind, mask, True, L, beta=1e6)  # beta * softmax >= 1 on every edge -> edge score 1
     n2.load_state_dict({k: v for k, v in n1.state_dict().items() if k != "a_values"}, strict=False)
     n1.eval(), n2.eval()
     x = torch.from_numpy(rs.randn(7, 5).astype(np.float32))
     o1, o2 = n1(x), n2(x)
-    for i in range(7):  # same shortlist and scores (ties may be ordered differently)
-        m1 = {l: (s, z) for l, s, z in zip(o1["labels"][i].tolist(), o1["log_shortlist"][i].tolist(),
-                                           o1["logits"][i].tolist()) if l < L}
-        m2 = {l: (s, z) for l, s, z in zip(o2["labels"][i].tolist(), o2["log_shortlist"][i].tolist(),
-                                           o2["logits"][i].tolist()) if l < L}
-        assert m1.keys() == m2.keys() and len(m1) >= 12
-        for l in m1:
-            assert m1[l] == pytest.approx(m2[l], abs=1e-6)
+    # same shortlist and scores (ties may be ordered differently)
+    _assert_same_shortlists(o1, o2, 7, L, keys=("log_shortlist", "logits"))
+    assert all(len(_shortlist_map(o1, i, L)) >= 12 for i in range(7))
     np.testing.assert_array_equal(n1.parent.numpy(), tree.labels_)
     np.testing.assert_array_equal(n2.parent.numpy(), tree.labels_)
 
@@ -178,21 +193,15 @@ def test_dense_and_sorted_max_over_paths_agree():
     o1 = n1(x, gold_parents=parents, gold_labels=gold)
     o2 = n2(x, gold_parents=parents, gold_labels=gold)
     torch.testing.assert_close(o1["gold_log_shortlist"], o2["gold_log_shortlist"])
-    for i in range(6):
-        m1 = {l: s for l, s in zip(o1["labels"][i].tolist(), o1["log_shortlist"][i].tolist()) if l < L}
-        m2 = {l: s for l, s in zip(o2["labels"][i].tolist(), o2["log_shortlist"][i].tolist()) if l < L}
-        assert m1.keys() == m2.keys()
-        assert all(m1[l] == pytest.approx(m2[l], abs=1e-6) for l in m1)
+    _assert_same_shortlists(o1, o2, 6, L)
 
 
 def test_stage1_gold_scores_gather_equals_path_lookup():
     """In stage 1 (A a partition) ŷ of a gold label is its parent cluster's score: same as searching the path set."""
     from skelias._network import _lookup
 
-    rs = np.random.RandomState(4)
     L = 24
-    tree = balanced_kmeans(rs.randn(L, 4), n_clusters=6, random_state=0)
-    ind, mask, _ = padded_adjacency(tree.adjacency(), L)
+    rs, _, ind, mask = _tree_index(4, L)
     net = _net(ind, mask, False, L)
     net.eval()
     x = torch.from_numpy(rs.randn(5, 5).astype(np.float32))

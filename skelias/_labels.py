@@ -341,6 +341,23 @@ class LabelIndexer(TransformerMixin, BaseEstimator):
             out[pad] = None if self.classes_.dtype == object else -1
         return out
 
+    def indices_of(self, labels):
+        """Column indices of ``labels`` (any shape; ``None``/``-1`` padding and unknown labels give -1)."""
+        check_is_fitted(self, "classes_")
+        labels = np.asarray(labels, dtype=object if self.classes_.dtype == object else None)
+        flat = labels.ravel()
+        if self.from_indicator_ or self.classes_.dtype != object:
+            flat = np.asarray(flat, dtype=np.int64) if not self.from_indicator_ else flat.astype(np.int64)
+            if self.from_indicator_:
+                return np.where((flat >= 0) & (flat < len(self.classes_)), flat, -1).reshape(labels.shape)
+            pad = np.zeros(flat.shape, bool)
+        else:
+            pad = np.array([v is None for v in flat], dtype=bool)
+            flat = np.where(pad, self.classes_[0], flat)
+        pos = np.minimum(np.searchsorted(self.classes_, flat), len(self.classes_) - 1)
+        ok = (self.classes_[pos] == flat) & ~pad
+        return np.where(ok, pos, -1).astype(np.int64).reshape(labels.shape)
+
     def inverse_transform_matrix(self, Y) -> list:
         """Convert an indicator matrix back to a list of label lists (one per row)."""
         check_is_fitted(self, "classes_")

@@ -162,13 +162,16 @@ class ELIASNetwork(nn.Module):
         top = torch.topk(log_cs, min(self.beam_size, self.n_clusters), dim=1)
         return top.indices, top.values.exp()
 
-    def set_adjacency(self, a_indices, a_mask, seed=0):
-        """Replace A by a new support with random(0, 1) values (Eq. 10) and make it learnable."""
+    def set_adjacency(self, a_indices, a_mask, seed=0, a_values=None):
+        """Replace A by a new support and make it learnable: random(0, 1) values (Eq. 10) or ``a_values``."""
         dev = self.a_indices.device
         self.a_indices = torch.as_tensor(a_indices, dtype=torch.int64, device=dev)
         self.a_mask = torch.as_tensor(a_mask, dtype=torch.bool, device=dev)
-        g = torch.Generator().manual_seed(seed)
-        self.a_values = nn.Parameter(torch.rand(a_indices.shape, generator=g).to(dev), requires_grad=True)
+        if a_values is None:
+            g = torch.Generator().manual_seed(seed)
+            a_values = torch.rand(a_indices.shape, generator=g)
+        a_values = torch.as_tensor(a_values, dtype=torch.float32)
+        self.a_values = nn.Parameter(a_values.to(dev), requires_grad=True)
         self.learn_adjacency = True
         self.fixed_log_edges = None
         self.update_parents()

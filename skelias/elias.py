@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import numbers
+import os
 import time
 
 import numpy as np
@@ -13,14 +14,15 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from ._base import TopKOutputMixin
 from ._labels import LabelIndexer, is_label_matrix
 from ._network import ELIASNetwork
 from ._training import cluster_matching_matrix, predict_topk_scores, train_stage
-from ._validation import apply_vectorizer, check_n_rows, check_X, default_vectorizer, topk_to_indicator
+from ._validation import apply_vectorizer, check_n_rows, check_X, default_vectorizer
 from .cluster import cluster_labels, default_n_clusters
 from .encoders import DenseMLPEncoder, HybridEncoder, HybridFeatures, SparseBagEncoder, TextRows, TransformerEncoder
 from .index import approximate_adjacency, padded_adjacency
-from .metrics import _check_k, _ndcg, precision_at_k_scorer
+from .metrics import _check_k, _ndcg
 
 logger = logging.getLogger("skelias")
 
@@ -36,7 +38,7 @@ def _resolve_device(device):
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}.") from exc
 
 
-class ELIASClassifier(TransformerMixin, BaseEstimator):
+class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
     """ELIAS: end-to-end learning to index and search in large output spaces (Gupta et al., NeurIPS 2022).
 
     A text encoder φ, cluster classifiers W_C, a learned row-sparse cluster→label
@@ -89,6 +91,15 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
         Learning rate of W_C, A and W_L.
     lr_encoder : float or None
         Learning rate of φ; ``None`` uses ``lr`` (1e-4 for ``encoder="transformer"``).
+    stage2_lr_factor : float, default=1.0
+        Stage 2 trains φ, W_C and W_L with ``lr`` and ``lr_encoder`` times this factor
+        (the public code's stage-2 configurations fine-tune with 3–50× lower rates).
+    lr_adjacency : float or None
+        Learning rate of A's non-zero values in stage 2; ``None`` uses ``lr``.
+    adjacency_init : {"random", "approx"}, default="random"
+        Stage-2 values of A's non-zeros: random(0, 1) as in the paper (Eq. 10; only the
+        support of A' = MᵀY is used), or ``"approx"``: log(A'/rowmax(A')), so that stage 2
+        starts from the index the stage-1 model implies.
     weight_decay : float, default=0.01
         On weight matrices only.
     warmup : float, default=0.1
@@ -102,6 +113,11 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
     label_scoring : {"auto", "dense", "gather"}
         ``"dense"`` scores all labels with one matmul then gathers the shortlist
         (faster on CPU up to ~10⁵ labels); ``"gather"`` gathers K classifier rows.
+    memory : str, joblib.Memory or None, default=None
+        Directory of a per-text disk cache for the frozen pretrained embeddings (hybrid
+        encoder): any text embedded once, by any fit or predict call, is not embedded again
+        (``GridSearchCV`` folds, refits, re-rankers, benchmarks). Keyed by the model path,
+        ``pretrained_max_length`` and each text's hash.
     device : str, default="auto"
         "auto" picks CUDA when available. Mixed precision (bf16) only on CUDA.
     random_state : int, RandomState or None
@@ -119,14 +135,16 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
         Per-epoch losses (and validation nDCG@5) of both stages.
     fit_time_ : dict
         Seconds spent in clustering, stage 1, stage-2 initialisation and stage 2.
+    label_frequency_ : ndarray (n_labels,) float32
+        Training positives of each label.
     n_features_in_ : int
     """
 
     def __init__(self, encoder="tfidf", vectorizer=None, pretrained_model=None, pretrained_max_length=64, embed_dim=512, dropout=0.2, n_clusters=None,
                  max_leaf_size=100, alpha=10.0, beta=150.0, kappa=None, beam_size=20, shortlist_size=2000,
                  loss_lambda=0.05, n_epochs_stage1=10, n_epochs_stage2=10, batch_size=256, lr=0.01,
-                 lr_encoder=None, weight_decay=0.01, warmup=0.1, accumulation_steps=1, validation_size=None,
-                 k=5, label_scoring="auto", device="auto", random_state=None, verbose=0):
+                 lr_encoder=None, stage2_lr_factor=1.0, lr_adjacency=None, adjacency_init="random", weight_decay=0.01, warmup=0.1, accumulation_steps=1, validation_size=None,
+                 k=5, label_scoring="auto", memory=None, device="auto", random_state=None, verbose=0):
         self.encoder = encoder
         self.vectorizer = vectorizer
         self.pretrained_model = pretrained_model
@@ -146,12 +164,16 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
         self.batch_size = batch_size
         self.lr = lr
         self.lr_encoder = lr_encoder
+        self.stage2_lr_factor = stage2_lr_factor
+        self.lr_adjacency = lr_adjacency
+        self.adjacency_init = adjacency_init
         self.weight_decay = weight_decay
         self.warmup = warmup
         self.accumulation_steps = accumulation_steps
         self.validation_size = validation_size
         self.k = k
         self.label_scoring = label_scoring
+        self.memory = memory
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -178,6 +200,8 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
             raise ValueError(f"encoder must be 'tfidf', 'dense' or 'transformer'; got {self.encoder!r}.")
         if self.encoder == "transformer" and self.pretrained_model is None:
             raise ValueError("encoder='transformer' needs pretrained_model (a local model directory).")
+        if self.adjacency_init not in ("random", "approx"):
+            raise ValueError(f"adjacency_init must be 'random' or 'approx'; got {self.adjacency_init!r}.")
         if self.label_scoring not in ("auto", "dense", "gather"):
             raise ValueError(f"label_scoring must be 'auto', 'dense' or 'gather'; got {self.label_scoring!r}.")
         if self.pretrained_model is not None and self.encoder == "dense":
@@ -188,9 +212,10 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
         pos_int("kappa", allow_none=True)
         pos_int("n_epochs_stage1", minimum=1)
         pos_int("n_epochs_stage2", minimum=0)
-        for name in ("alpha", "beta", "lr"):
+        for name in ("alpha", "beta", "lr", "stage2_lr_factor"):
             pos_real(name)
         pos_real("lr_encoder", allow_none=True)
+        pos_real("lr_adjacency", allow_none=True)
         for name in ("loss_lambda", "weight_decay"):
             pos_real(name, strict=False)
         if not (isinstance(self.dropout, numbers.Real) and 0 <= self.dropout < 1):
@@ -228,7 +253,7 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
         if self.encoder == "tfidf":
             X = sp.csr_matrix(X, dtype=np.float32)
             if self.pretrained_model is not None:
-                return HybridFeatures(X, self._pretrained_embedder().embed(texts))
+                return HybridFeatures(X, self._embed(texts))
             return X
         X = X.toarray() if sp.issparse(X) else X
         return np.ascontiguousarray(X, dtype=np.float32)
@@ -243,6 +268,18 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
                                          device=device, verbose=bool(self.verbose))
             self._embedder = emb
         return emb
+
+    def _embed(self, texts):
+        """Frozen pretrained embeddings of ``texts``, cached on disk by ``memory`` when set."""
+        if self.memory is None:
+            return self._pretrained_embedder().embed(texts)
+        from .pretrained import EmbeddingCache, resolve_pretrained_path
+
+        location = getattr(self.memory, "location", self.memory)  # a joblib.Memory or a directory
+        if location is None:
+            return self._pretrained_embedder().embed(texts)
+        key = f"{os.path.abspath(resolve_pretrained_path(self.pretrained_model))}|{self.pretrained_max_length}|mean"
+        return EmbeddingCache(location, key).embed(list(texts), lambda t: self._pretrained_embedder().embed(t))
 
     def _features(self, X, fitting):
         kind, X = self._check_input(X, fitting)
@@ -281,6 +318,7 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
         X = self._vectorize(kind, X, fitting=True)
         self._fitted_on_matrix = is_label_matrix(y)
         self.classes_ = self.label_indexer_.classes_
+        self.label_frequency_ = np.asarray(Y.sum(axis=0), dtype=np.float32).ravel()
         self.n_features_in_ = self.vectorizer_.transform(["x"]).shape[1] if isinstance(X, TextRows) else X.shape[1]
         rs = check_random_state(self.random_state)
         seed = int(rs.randint(2**31 - 1))
@@ -348,12 +386,19 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
             kappa = min(kappa, L)
             M = cluster_matching_matrix(net, X_tr, make_batch=make_batch, batch_size=1024, device=device)
             support = approximate_adjacency(M, Y_tr, kappa, fallback_parent=tree.labels_)
-            a_ind, a_mask, _ = padded_adjacency(support, L)
-            net.set_adjacency(a_ind, a_mask, seed=seed + 1)
+            a_ind, a_mask, a_val = padded_adjacency(support, L)
+            init = None
+            if self.adjacency_init == "approx":  # log of A' normalised by its row maximum (floored at 1e-3)
+                rowmax = np.maximum(np.where(a_mask, a_val, 0).max(axis=1, keepdims=True), 1e-30)
+                init = np.log(np.clip(np.where(a_mask, a_val, 0) / rowmax, 1e-3, 1.0)).astype(np.float32)
+            net.set_adjacency(a_ind, a_mask, seed=seed + 1, a_values=init)
             self.fit_time_["stage2_init"] = time.perf_counter() - t0
             t0 = time.perf_counter()
+            f = self.stage2_lr_factor
+            stage2 = dict(common, lr=common["lr"] * f, lr_encoder=common["lr_encoder"] * f,
+                          lr_adjacency=self.lr_adjacency if self.lr_adjacency is not None else self.lr)
             self.history_ += [dict(stage=2, **h) for h in train_stage(net, X_tr, Y_tr, n_epochs=self.n_epochs_stage2,
-                                                                      desc="stage 2", **common)]
+                                                                      desc="stage 2", **stage2)]
             self.fit_time_["stage2"] = time.perf_counter() - t0
         self.network_ = net
         self.fit_time_["total"] = time.perf_counter() - t_start
@@ -368,44 +413,13 @@ class ELIASClassifier(TransformerMixin, BaseEstimator):
         return predict_topk_scores(net, X, make_batch=net.encoder.make_batch, k=k, batch_size=max(self.batch_size, 512),
                                    device=device, use_amp=device.type == "cuda", embeddings=embeddings)
 
-    def predict_topk(self, X, k=None):
-        """Top-``k`` labels and final scores ``p_l = σ(w_lᵀφ(x) + b_l)·ŷ_l`` per row.
-
-        Returns
-        -------
-        labels : ndarray (n_samples, k)
-            Label names (``classes_`` values; padding ``None``/``-1``), or column
-            indices when fitted on an indicator matrix.
-        scores : ndarray (n_samples, k) float32, descending; ``-inf`` at padding.
-        """
-        k = _check_k(self.k if k is None else k)
-        idx, scores = self._raw_topk(X, k)
-        if self._fitted_on_matrix:
-            return idx, scores
-        return self.label_indexer_.inverse_transform(idx), scores
-
-    def predict_proba(self, X):
-        """Scores of each row's K shortlisted labels as a CSR matrix (n_samples, n_labels), float32."""
+    def _n_scored(self):
         check_is_fitted(self, "network_")
-        idx, scores = self._raw_topk(X, self.network_.shortlist_size)
-        keep = idx >= 0
-        rows = np.repeat(np.arange(idx.shape[0]), idx.shape[1])[keep.ravel()]
-        return sp.csr_matrix((scores[keep], (rows, idx[keep])), shape=(idx.shape[0], len(self.classes_)))
-
-    decision_function = predict_proba
-
-    def predict(self, X):
-        """CSR indicator (n_samples, n_labels), float32, of each row's top ``k`` labels."""
-        idx, _ = self._raw_topk(X, _check_k(self.k))
-        return topk_to_indicator(idx, len(self.classes_))
+        return self.network_.shortlist_size
 
     def transform(self, X):
         """Embeddings φ(X), ndarray (n_samples, embed_dim) float32 (used by the sparse re-ranker)."""
         return self._raw_topk(X, 1, embeddings=True)[2]
-
-    def score(self, X, y):
-        """Precision@1 on (X, y); labels unknown to the model count as misses."""
-        return precision_at_k_scorer(1)(self, X, y)
 
     # ------------------------------------------------------------------ index analysis (paper App. E)
     def adjacency_matrix(self):

@@ -95,3 +95,58 @@ class PretrainedTextEmbedder:
                 pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
             out[idx] = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
         return out
+
+
+class EmbeddingCache:
+    """A per-text disk cache of frozen embeddings: any subset of cached texts is a hit.
+
+    Texts are keyed by a 64-bit BLAKE2 hash; one ``.npz`` file per (model, settings) key
+    holds the sorted hashes and their embeddings. Cross-validation folds, refits and
+    re-rankers on the same corpus then never re-run the transformer.
+
+    Parameters
+    ----------
+    directory : str or path
+    key : str
+        Identifies the model and its settings (path, max length, pooling).
+    """
+
+    def __init__(self, directory, key):
+        import hashlib
+
+        os.makedirs(directory, exist_ok=True)
+        digest = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
+        self.path = os.path.join(os.fspath(directory), f"skelias-embeddings-{digest}.npz")
+
+    @staticmethod
+    def hashes(texts):
+        import hashlib
+
+        return np.array([int.from_bytes(hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
+                                        "little") for t in texts], dtype=np.uint64)
+
+    def _load(self):
+        if not os.path.exists(self.path):
+            return np.zeros(0, np.uint64), None
+        with np.load(self.path) as f:
+            return f["hashes"], f["embeddings"]
+
+    def embed(self, texts, embed_fn):
+        """Embeddings of ``texts``; ``embed_fn(list_of_texts)`` computes the ones not cached yet."""
+        h = self.hashes(texts)
+        keys, emb = self._load()
+        pos = np.minimum(np.searchsorted(keys, h), max(keys.size - 1, 0))
+        hit = (keys[pos] == h) if keys.size else np.zeros(h.size, bool)
+        miss = np.flatnonzero(~hit)
+        if miss.size:
+            uniq, first = np.unique(h[miss], return_index=True)
+            new = np.asarray(embed_fn([texts[i] for i in miss[first]]), dtype=np.float32)
+            all_keys = np.concatenate([keys, uniq])
+            all_emb = new if emb is None else np.vstack([emb, new])
+            order = np.argsort(all_keys, kind="stable")
+            keys, emb = all_keys[order], all_emb[order]
+            tmp = self.path + f".{os.getpid()}.tmp.npz"
+            np.savez(tmp, hashes=keys, embeddings=emb)
+            os.replace(tmp, self.path)
+            pos = np.searchsorted(keys, h)
+        return emb[pos]

@@ -171,3 +171,30 @@ def test_index_analysis_and_pruning(fitted, cooking):
     joblib.dump(small, buf)
     buf.seek(0)
     np.testing.assert_array_equal(joblib.load(buf).predict_topk(q, 5)[0], small.predict_topk(q, 5)[0])
+
+
+@pytest.mark.parametrize("params", [
+    {"adjacency_init": "approx"},
+    {"stage2_lr_factor": 0.5, "lr_adjacency": 0.05},
+])
+def test_stage2_options_train_and_keep_every_label_reachable(params, cooking):
+    texts, labels = cooking
+    clf = ELIASClassifier(**{**TINY, **params}).fit(texts[:600], labels[:600])
+    net = clf.network_
+    np.testing.assert_array_equal(np.unique(net.a_indices[net.a_mask].numpy()), np.arange(len(clf.classes_)))
+    assert np.isfinite(clf.history_[-1]["loss"])
+    if "adjacency_init" in params:  # the stage-1 cluster of a label starts as its strongest edge
+        A = clf.adjacency_matrix()
+        assert A.shape == (net.n_clusters, len(clf.classes_))
+    np.testing.assert_allclose(clf.label_frequency_, np.asarray(clf.label_indexer_.transform(labels[:600]).sum(0)).ravel())
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"adjacency_init": "zeros"}, "adjacency_init"),
+    ({"stage2_lr_factor": 0}, "stage2_lr_factor"),
+    ({"lr_adjacency": -1.0}, "lr_adjacency"),
+])
+def test_stage2_option_errors(params, match, cooking):
+    texts, labels = cooking
+    with pytest.raises(ValueError, match=match):
+        ELIASClassifier(**params).fit(texts[:20], labels[:20])

@@ -83,3 +83,40 @@ def test_finetuned_transformer_encoder(tiny_bert, tmp_path):
     np.testing.assert_allclose(scores, s2, rtol=1e-5)
     with pytest.raises(ValueError, match="needs pretrained_model"):
         ELIASClassifier(encoder="transformer").fit(texts[:10], labels[:10])
+
+
+def test_embedding_cache_hits_any_subset_of_cached_texts(tmp_path):
+    from skelias.pretrained import EmbeddingCache
+
+    calls = []
+
+    def embed(texts):
+        calls.append(list(texts))
+        return np.array([[len(t), 1.0] for t in texts], np.float32)
+
+    cache = EmbeddingCache(tmp_path, "model|16|mean")
+    first = cache.embed(["aa", "b", "aa"], embed)
+    again = EmbeddingCache(tmp_path, "model|16|mean").embed(["b", "ccc", "aa"], embed)  # a new process, same dir
+    np.testing.assert_array_equal(first, [[2, 1], [1, 1], [2, 1]])
+    np.testing.assert_array_equal(again, [[1, 1], [3, 1], [2, 1]])
+    assert calls == [["aa", "b"], ["ccc"]]  # duplicates embedded once, cached texts never again
+    other = EmbeddingCache(tmp_path, "model|32|mean").embed(["aa"], embed)  # other settings, other file
+    assert calls[-1] == ["aa"] and other.shape == (1, 2)
+
+
+def test_hybrid_memory_reuses_embeddings_across_fits(tiny_bert, tmp_path, monkeypatch):
+    from skelias.pretrained import PretrainedTextEmbedder
+
+    texts, labels = load_cooking_stackexchange("train")
+    seen = []
+    orig = PretrainedTextEmbedder.embed
+    monkeypatch.setattr(PretrainedTextEmbedder, "embed", lambda self, t: seen.append(len(t)) or orig(self, t))
+    params = dict(pretrained_model=tiny_bert, pretrained_max_length=16, embed_dim=16, n_epochs_stage1=1,
+                  n_epochs_stage2=0, max_leaf_size=50, memory=str(tmp_path), random_state=0)
+    a = ELIASClassifier(**params).fit(texts[:300], labels[:300])
+    n_first = sum(seen)
+    b = ELIASClassifier(**params).fit(texts[100:300], labels[100:300])  # a subset: nothing to embed
+    assert sum(seen) == n_first
+    np.testing.assert_array_equal(a.predict_topk(texts[:20], 3)[0], ELIASClassifier(**{**params, "memory": None}).fit(
+        texts[:300], labels[:300]).predict_topk(texts[:20], 3)[0])
+    assert b.predict_topk(texts[:5], 2)[0].shape == (5, 2)

@@ -1,0 +1,110 @@
+"""Shared pieces of the skelias estimators: top-k outputs and access to a base model's candidates."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.utils.validation import check_is_fitted
+
+from ._validation import topk_to_indicator
+from .metrics import _check_k, precision_at_k_scorer
+
+__all__ = ["TopKOutputMixin", "base_candidates", "label_indices", "check_y_given"]
+
+
+def check_y_given(estimator, y):
+    """The error scikit-learn expects when a supervised estimator gets ``y=None``."""
+    if y is None:
+        raise ValueError(f"{type(estimator).__name__} requires y to be passed, but the target y is None.")
+
+
+class TopKOutputMixin:
+    """``predict_topk``, ``predict``, ``predict_proba``/``decision_function`` and ``score`` from ``_raw_topk``.
+
+    A subclass implements ``_raw_topk(X, k) -> (indices (n, k) int64 with -1 padding,
+    scores (n, k) float32 descending with -inf padding)`` and ``_n_scored()``, the number
+    of labels per row it scores (the width of :meth:`predict_proba`), and sets
+    ``label_indexer_``, ``classes_`` and ``_fitted_on_matrix`` in ``fit``.
+    """
+
+    def predict_topk(self, X, k=None):
+        """Top-``k`` labels and their scores per row.
+
+        Parameters
+        ----------
+        X : list of str, or sparse matrix (n_samples, n_features)
+        k : int, optional
+            Defaults to the ``k`` parameter.
+
+        Returns
+        -------
+        labels : ndarray (n_samples, k)
+            Label names (``classes_`` values; padding ``None``/``-1``), or column
+            indices when fitted on an indicator matrix.
+        scores : ndarray (n_samples, k) float32, descending; ``-inf`` at padding.
+        """
+        k = _check_k(self.k if k is None else k)
+        idx, scores = self._raw_topk(X, k)
+        if self._fitted_on_matrix:
+            return idx, scores
+        return self.label_indexer_.inverse_transform(idx), scores
+
+    def predict_proba(self, X):
+        """Scores of each row's scored labels as a CSR matrix (n_samples, n_labels), float32.
+
+        Labels outside a row's candidate set are not stored (score 0).
+        """
+        check_is_fitted(self)
+        idx, scores = self._raw_topk(X, self._n_scored())
+        keep = idx >= 0
+        rows = np.repeat(np.arange(idx.shape[0]), idx.shape[1])[keep.ravel()]
+        return sp.csr_matrix((scores[keep], (rows, idx[keep])), shape=(idx.shape[0], len(self.classes_)),
+                             dtype=np.float32)
+
+    def decision_function(self, X):
+        """Same as :meth:`predict_proba` (scores are in [0, 1] but not calibrated probabilities)."""
+        return self.predict_proba(X)
+
+    def predict(self, X):
+        """CSR indicator (n_samples, n_labels), float32, of each row's top ``k`` labels."""
+        idx, _ = self._raw_topk(X, _check_k(self.k))
+        return topk_to_indicator(idx, len(self.classes_))
+
+    def score(self, X, y):
+        """Precision@1 on (X, y); labels unknown to the model count as misses."""
+        return precision_at_k_scorer(1)(self, X, y)
+
+
+def label_indices(estimator, labels):
+    """Column indices (-1 for padding) of ``predict_topk`` labels in ``estimator.classes_``."""
+    return estimator.label_indexer_.indices_of(labels)
+
+
+def base_candidates(estimator, X, k, embeddings=True):
+    """A fitted base model's top-``k`` candidates for ``X`` (and its embeddings φ(X)).
+
+    Uses the base's private one-pass ``_raw_topk(X, k, embeddings=True)`` when it has one
+    (ELIASClassifier: candidates and φ from a single forward pass), else ``predict_topk``
+    and ``transform``.
+
+    Returns
+    -------
+    indices : ndarray (n, k) int64, -1 for padding
+    scores : ndarray (n, k) float32, -inf for padding
+    emb : ndarray (n, d) float32 or None (when ``embeddings`` is False or the base has no ``transform``)
+    """
+    check_is_fitted(estimator)
+    if hasattr(estimator, "_raw_topk"):
+        if embeddings:
+            try:
+                return estimator._raw_topk(X, k, embeddings=True)
+            except TypeError:  # a _raw_topk without embeddings
+                pass
+        idx, scores = estimator._raw_topk(X, k)[:2]
+    else:
+        labels, scores = estimator.predict_topk(X, k)
+        idx = label_indices(estimator, labels)
+    emb = None
+    if embeddings and hasattr(estimator, "transform"):
+        emb = np.asarray(estimator.transform(X), dtype=np.float32)
+    return idx, np.asarray(scores, dtype=np.float32), emb

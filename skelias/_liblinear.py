@@ -1,0 +1,221 @@
+"""One binary LIBLINEAR classifier per label on its candidate rows (paper Eq. 17), built vectorised.
+
+The problems of a chunk of labels are cut from one stacked row selection of the feature
+matrix; each problem's columns are re-indexed to the features it actually uses (small
+problems then solve 3–5× faster), and the LIBLINEAR ``problem`` structures are filled
+with numpy (the package's own constructor copies CSR input row by row in Python). Only
+the solver call itself runs per label; it releases the GIL, so chunks run in threads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+
+import numpy as np
+import scipy.sparse as sp
+from joblib import Parallel, delayed
+from tqdm.auto import tqdm
+
+logger = logging.getLogger("skelias")
+
+__all__ = ["train_label_classifiers", "LOSSES"]
+
+#: loss name -> LIBLINEAR solver id (L2-regularised)
+LOSSES = {"squared_hinge": 1, "logistic": 0, "hinge": 3}
+
+
+def _liblinear():
+    try:
+        from liblinear import liblinear as ll
+        from liblinear import liblinearutil
+    except ImportError as exc:  # pragma: no cover - a runtime dependency
+        raise ImportError("the sparse re-ranker needs liblinear-official: pip install liblinear-official") from exc
+    return ll, liblinearutil
+
+
+def _seed_c_rand(seed):
+    """LIBLINEAR's dual solvers draw from the C library's ``rand()``; seed it (serial runs become reproducible)."""
+    try:
+        ctypes.CDLL(None).srand(ctypes.c_uint(int(seed) & 0xFFFFFFFF))
+    except (OSError, AttributeError):  # pragma: no cover - platforms without a global libc
+        pass
+
+
+def _problems(X, R, labels, bias, n_dense=0):
+    """Stacked, column-remapped rows of the problems of ``labels`` (one chunk).
+
+    Parameters
+    ----------
+    X : csr_matrix (n, D) float32, sorted indices
+    R : csc_matrix (n, L); non-zeros are the training rows of each label, value 2 for
+        positives and 1 for negatives
+    labels : ndarray of label ids (contiguous chunk)
+    n_dense : int
+        The last ``n_dense`` columns of X are dense (an embedding): they keep their
+        order after each label's remapped sparse columns instead of being remapped.
+
+    Returns
+    -------
+    dict with the shared LIBLINEAR node array, per-row node offsets, per-label row ranges,
+    targets, and the global feature id of each label's remapped columns.
+    """
+    ll, _ = _liblinear()
+    lo, hi = R.indptr[labels[0]], R.indptr[labels[-1] + 1]
+    rows = R.indices[lo:hi]
+    target = np.where(R.data[lo:hi] > 1.5, 1.0, -1.0)
+    row_ptr = R.indptr[labels[0] : labels[-1] + 2] - lo  # label j owns stacked rows row_ptr[j]:row_ptr[j+1]
+    n_lab = len(labels)
+    block = np.repeat(np.arange(n_lab), np.diff(row_ptr))
+    Xs = X[rows]
+    nnz_row = np.diff(Xs.indptr)
+    blk_nnz = np.repeat(block, nnz_row)
+    D = X.shape[1]
+    D_sparse = D - n_dense
+    sparse = Xs.indices < D_sparse
+    keys = blk_nnz[sparse].astype(np.int64) * D_sparse + Xs.indices[sparse]
+    uniq, inv = np.unique(keys, return_inverse=True)
+    bstart = np.searchsorted(uniq, np.arange(n_lab + 1, dtype=np.int64) * D_sparse)
+    n_sparse = np.diff(bstart)
+    new_col = np.empty(Xs.nnz, dtype=np.int64)
+    new_col[sparse] = inv.reshape(-1) - bstart[blk_nnz[sparse]]
+    new_col[~sparse] = n_sparse[blk_nnz[~sparse]] + (Xs.indices[~sparse] - D_sparse)
+    n_cols = n_sparse + n_dense
+    # LIBLINEAR rows: features (1-based), then the bias node, then the terminator (-1)
+    n_rows = Xs.shape[0]
+    node_ptr = Xs.indptr.astype(np.int64) + 2 * np.arange(n_rows + 1)
+    nodes = np.empty(Xs.nnz + 2 * n_rows, dtype=ll.feature_node)
+    pos = np.arange(Xs.nnz) + 2 * _row_index(nnz_row)
+    nodes["index"][pos] = new_col + 1
+    nodes["value"][pos] = Xs.data
+    has_bias = bias >= 0
+    nodes["index"][node_ptr[1:] - 2] = (n_cols[block] + 1) if has_bias else -1
+    nodes["value"][node_ptr[1:] - 2] = bias
+    nodes["index"][node_ptr[1:] - 1] = -1
+    sparse_cols = uniq - np.repeat(np.arange(n_lab, dtype=np.int64) * D_sparse, n_sparse)
+    return dict(nodes=nodes, node_ptr=node_ptr, row_ptr=row_ptr, target=target, n_cols=n_cols,
+                sparse_cols=sparse_cols, col_ptr=bstart, dense_cols=np.arange(D_sparse, D))
+
+
+def _row_index(nnz_row):
+    """Row id of every non-zero of a CSR matrix with ``nnz_row`` non-zeros per row."""
+    return np.repeat(np.arange(nnz_row.size), nnz_row)
+
+
+def _solve_chunk(X, R, labels, param_str, bias, threshold, n_dense):
+    ll, util = _liblinear()
+    P = _problems(X, R, labels, bias, n_dense)
+    nodes, node_ptr, row_ptr, target = P["nodes"], P["node_ptr"], P["row_ptr"], P["target"]
+    base = nodes.ctypes.data
+    size = ctypes.sizeof(ll.feature_node)
+    param = ll.parameter(param_str)
+    w_rows, w_cols, w_vals = [], [], []
+    intercept = np.zeros(len(labels), dtype=np.float32)
+    for j, label in enumerate(labels):
+        a, b = row_ptr[j], row_ptr[j + 1]
+        y = target[a:b]
+        n_pos = int((y > 0).sum())
+        if n_pos == 0 or n_pos == b - a:
+            # no positive: never relevant; only positives among its candidates: always relevant
+            intercept[j] = 1.0 if n_pos else -1.0
+            continue
+        prob = ll.problem.__new__(ll.problem)
+        prob.l = int(b - a)
+        prob.n = int(P["n_cols"][j]) + (1 if bias >= 0 else 0)
+        prob.bias = bias
+        prob.x_space = nodes  # keeps the memory alive while the problem lives
+        prob.y = (ctypes.c_double * prob.l)(*y) if prob.l < 64 else _c_doubles(y)
+        prob.x = (ctypes.POINTER(ll.feature_node) * prob.l)()
+        ptrs = np.ctypeslib.as_array(ctypes.cast(prob.x, ctypes.POINTER(ctypes.c_uint64)), (prob.l,))
+        ptrs[:] = base + node_ptr[a:b] * size
+        model = util.train(prob, param)
+        n_feat = model.get_nr_feature()
+        w = np.ctypeslib.as_array(model.w, (n_feat + (1 if bias >= 0 else 0),)).copy()
+        if model.get_labels()[0] != 1:
+            w = -w
+        if bias >= 0:
+            intercept[j] = w[-1] * bias
+            w = w[:-1]
+        keep = np.abs(w) >= threshold
+        cols = np.concatenate([P["sparse_cols"][P["col_ptr"][j] : P["col_ptr"][j + 1]], P["dense_cols"]])
+        w_rows.append(np.full(int(keep.sum()), label, dtype=np.int64))
+        w_cols.append(cols[keep])
+        w_vals.append(w[keep].astype(np.float32))
+    cat = lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dt)  # noqa: E731
+    return cat(w_rows, np.int64), cat(w_cols, np.int64), cat(w_vals, np.float32), labels, intercept
+
+
+def _c_doubles(y):
+    arr = (ctypes.c_double * len(y))()
+    np.ctypeslib.as_array(arr, (len(y),))[:] = y
+    return arr
+
+
+def _chunks(R, chunk_nnz, X_row_nnz):
+    """Contiguous label ranges whose stacked problems hold about ``chunk_nnz`` feature non-zeros."""
+    cs = np.concatenate([[0], np.cumsum(X_row_nnz[R.indices])])
+    cum = cs[R.indptr[1:]]  # feature non-zeros of labels 0..l together
+    bounds = np.searchsorted(cum, np.arange(chunk_nnz, cum[-1] + chunk_nnz, chunk_nnz), side="right")
+    bounds = np.unique(np.clip(np.concatenate([[0], bounds, [R.shape[1]]]), 0, R.shape[1]))
+    return [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def train_label_classifiers(X, Y, candidates, *, C=1.0, loss="squared_hinge", bias=1.0, tol=0.1,
+                            weight_threshold=0.1, n_dense=0, n_jobs=None, chunk_nnz=20_000_000,
+                            random_state=None, verbose=False):
+    """Train w_l, b_l for every label on its positives ∪ its candidate rows (Eq. 17).
+
+    Parameters
+    ----------
+    X : csr_matrix (n_samples, n_features) float32
+        ψ(x), the ranker's input features.
+    Y : csr_matrix (n_samples, n_labels)
+        Gold labels.
+    candidates : csr_matrix (n_samples, n_labels)
+        Non-zeros mark each row's candidate labels (the base model's top-n); a label is
+        trained on the rows where it is a candidate plus all of its positives.
+    C, loss, bias, tol : LIBLINEAR ``-c``, solver (``LOSSES``), ``-B``, ``-e``.
+    weight_threshold : float
+        Weights with ``|w| < weight_threshold`` are dropped (model size).
+    n_dense : int
+        The last ``n_dense`` columns of X are dense (an embedding); they are not remapped.
+    n_jobs : int or None
+        Threads over label chunks (LIBLINEAR releases the GIL).
+
+    Returns
+    -------
+    W : csr_matrix (n_labels, n_features) float32
+    intercept : ndarray (n_labels,) float32
+        The bias term's contribution ``w_bias · bias`` to the margin. Labels without any
+        positive get -1; labels whose candidate rows are all positive get +1.
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {sorted(LOSSES)}; got {loss!r}.")
+    X = sp.csr_matrix(X, dtype=np.float32)
+    X.sort_indices()
+    n, L = Y.shape
+    cand = sp.csr_matrix(candidates, dtype=np.float32, copy=True)
+    cand.data[:] = 1.0
+    pos = sp.csr_matrix(Y, dtype=np.float32, copy=True)
+    pos.data[:] = 2.0
+    R = cand.maximum(pos).tocsc()
+    R.sort_indices()
+    R.eliminate_zeros()
+    param_str = f"-s {LOSSES[loss]} -c {float(C)!r} -e {float(tol)!r} -B {float(bias)!r} -q"
+    if random_state is not None:
+        _seed_c_rand(np.random.RandomState(random_state).randint(2**31 - 1) if not isinstance(random_state, int)
+                     else random_state)
+    chunks = _chunks(R, chunk_nnz, np.diff(X.indptr).astype(np.int64))
+    logger.info("sparse ranker: %d labels, %d training pairs, %d chunks", L, R.nnz, len(chunks))
+    jobs = (delayed(_solve_chunk)(X, R, ch, param_str, bias, weight_threshold, n_dense) for ch in chunks)
+    results = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")(jobs)
+    rows, cols, vals = [], [], []
+    intercept = np.zeros(L, dtype=np.float32)
+    for r, c, v, labs, icpt in tqdm(results, total=len(chunks), desc="sparse ranker", disable=not verbose, leave=False):
+        rows.append(r), cols.append(c), vals.append(v)
+        intercept[labs] = icpt
+    W = sp.csr_matrix((np.concatenate(vals) if vals else np.zeros(0, np.float32),
+                       (np.concatenate(rows) if rows else np.zeros(0, int),
+                        np.concatenate(cols) if cols else np.zeros(0, int))),
+                      shape=(L, X.shape[1]), dtype=np.float32)
+    return W, intercept

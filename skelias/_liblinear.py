@@ -1,9 +1,8 @@
 """One binary LIBLINEAR classifier per label on its candidate rows (paper Eq. 17), built vectorised.
 
 The problems of a chunk of labels are cut from one stacked row selection of the feature
-matrix; each problem's columns are re-indexed to the features it actually uses (small
-problems then solve 3–5× faster), and the LIBLINEAR ``problem`` structures are filled
-with numpy (the package's own constructor copies CSR input row by row in Python). Only
+matrix (optionally with each problem's columns re-indexed to the features it uses), and
+the LIBLINEAR ``problem`` structures are filled with numpy (the package's own constructor copies CSR input row by row in Python). Only
 the solver call itself runs per label; it releases the GIL, so chunks run in threads.
 """
 
@@ -14,6 +13,7 @@ import logging
 
 import numpy as np
 import scipy.sparse as sp
+import joblib
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
@@ -42,7 +42,7 @@ def _seed_c_rand(seed):
         pass
 
 
-def _problems(X, R, labels, bias, n_dense=0):
+def _problems(X, R, labels, bias, n_dense=0, remap=True):
     """Stacked, column-remapped rows of the problems of ``labels`` (one chunk).
 
     Parameters
@@ -72,13 +72,19 @@ def _problems(X, R, labels, bias, n_dense=0):
     blk_nnz = np.repeat(block, nnz_row)
     D = X.shape[1]
     D_sparse = D - n_dense
+    if not remap:  # every problem keeps the global column ids
+        D_sparse, n_dense = 0, D
     sparse = Xs.indices < D_sparse
-    keys = blk_nnz[sparse].astype(np.int64) * D_sparse + Xs.indices[sparse]
-    uniq, inv = np.unique(keys, return_inverse=True)
-    bstart = np.searchsorted(uniq, np.arange(n_lab + 1, dtype=np.int64) * D_sparse)
-    n_sparse = np.diff(bstart)
+    # each label's used sparse columns: the pattern of a (labels × columns) matrix built in C
+    # (duplicates summed), then every non-zero's rank within its label's sorted column list
+    sp_blk, sp_col = blk_nnz[sparse], Xs.indices[sparse]
+    B = sp.csr_matrix((np.ones(sp_col.size, np.float32), (sp_blk, sp_col)), shape=(n_lab, D_sparse))
+    B.sum_duplicates()
+    B.data = (np.arange(B.nnz) - np.repeat(B.indptr[:-1], np.diff(B.indptr))).astype(np.float64)
+    n_sparse = np.diff(B.indptr)
+    bstart = B.indptr.astype(np.int64)
     new_col = np.empty(Xs.nnz, dtype=np.int64)
-    new_col[sparse] = inv.reshape(-1) - bstart[blk_nnz[sparse]]
+    new_col[sparse] = np.asarray(B[sp_blk, sp_col]).ravel().astype(np.int64) if sp_col.size else 0
     new_col[~sparse] = n_sparse[blk_nnz[~sparse]] + (Xs.indices[~sparse] - D_sparse)
     n_cols = n_sparse + n_dense
     # LIBLINEAR rows: features (1-based), then the bias node, then the terminator (-1)
@@ -92,7 +98,7 @@ def _problems(X, R, labels, bias, n_dense=0):
     nodes["index"][node_ptr[1:] - 2] = (n_cols[block] + 1) if has_bias else -1
     nodes["value"][node_ptr[1:] - 2] = bias
     nodes["index"][node_ptr[1:] - 1] = -1
-    sparse_cols = uniq - np.repeat(np.arange(n_lab, dtype=np.int64) * D_sparse, n_sparse)
+    sparse_cols = B.indices.astype(np.int64)
     return dict(nodes=nodes, node_ptr=node_ptr, row_ptr=row_ptr, target=target, n_cols=n_cols,
                 sparse_cols=sparse_cols, col_ptr=bstart, dense_cols=np.arange(D_sparse, D))
 
@@ -102,9 +108,9 @@ def _row_index(nnz_row):
     return np.repeat(np.arange(nnz_row.size), nnz_row)
 
 
-def _solve_chunk(X, R, labels, param_str, bias, threshold, n_dense):
+def _solve_chunk(X, R, labels, param_str, bias, threshold, n_dense, remap):
     ll, util = _liblinear()
-    P = _problems(X, R, labels, bias, n_dense)
+    P = _problems(X, R, labels, bias, n_dense, remap)
     nodes, node_ptr, row_ptr, target = P["nodes"], P["node_ptr"], P["row_ptr"], P["target"]
     base = nodes.ctypes.data
     size = ctypes.sizeof(ll.feature_node)
@@ -161,8 +167,8 @@ def _chunks(R, chunk_nnz, X_row_nnz):
 
 
 def train_label_classifiers(X, Y, candidates, *, C=1.0, loss="squared_hinge", bias=1.0, tol=0.1,
-                            weight_threshold=0.1, n_dense=0, n_jobs=None, chunk_nnz=20_000_000,
-                            random_state=None, verbose=False):
+                            weight_threshold=0.1, n_dense=0, remap_columns=False, n_jobs=None,
+                            chunk_nnz=20_000_000, random_state=None, verbose=False):
     """Train w_l, b_l for every label on its positives ∪ its candidate rows (Eq. 17).
 
     Parameters
@@ -179,6 +185,10 @@ def train_label_classifiers(X, Y, candidates, *, C=1.0, loss="squared_hinge", bi
         Weights with ``|w| < weight_threshold`` are dropped (model size).
     n_dense : int
         The last ``n_dense`` columns of X are dense (an embedding); they are not remapped.
+    remap_columns : bool
+        Re-index every problem to the sparse columns it uses (smaller LIBLINEAR weight vectors;
+        costs a per-chunk sort). Measured on cooking-stackexchange (736 labels, 12M training
+        non-zeros): 10.3 s with, 4.0 s without, so it is off by default.
     n_jobs : int or None
         Threads over label chunks (LIBLINEAR releases the GIL).
 
@@ -205,9 +215,13 @@ def train_label_classifiers(X, Y, candidates, *, C=1.0, loss="squared_hinge", bi
     if random_state is not None:
         _seed_c_rand(np.random.RandomState(random_state).randint(2**31 - 1) if not isinstance(random_state, int)
                      else random_state)
-    chunks = _chunks(R, chunk_nnz, np.diff(X.indptr).astype(np.int64))
+    row_nnz = np.diff(X.indptr).astype(np.int64)
+    total = int(row_nnz[R.indices].sum())
+    n_threads = max(1, joblib.effective_n_jobs(n_jobs))
+    # several chunks per thread so that threads stay busy, each bounded in memory
+    chunks = _chunks(R, max(1_000_000, min(chunk_nnz, total // (4 * n_threads) + 1)), row_nnz)
     logger.info("sparse ranker: %d labels, %d training pairs, %d chunks", L, R.nnz, len(chunks))
-    jobs = (delayed(_solve_chunk)(X, R, ch, param_str, bias, weight_threshold, n_dense) for ch in chunks)
+    jobs = (delayed(_solve_chunk)(X, R, ch, param_str, bias, weight_threshold, n_dense, remap_columns) for ch in chunks)
     results = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")(jobs)
     rows, cols, vals = [], [], []
     intercept = np.zeros(L, dtype=np.float32)

@@ -504,6 +504,8 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
                                alpha=cfg["alpha"], beta=cfg["beta"], beam_size=cfg["beam_size"],
                                shortlist_size=cfg["shortlist_size"], learn_adjacency=cfg["learn_adjacency"],
                                dense_label_scoring=cfg["dense_label_scoring"])
+            if isinstance(enc, HybridEncoder):  # models saved before the input scale existed used none
+                sd.setdefault("encoder.pretrained_scale", torch.tensor(1.0))
             if cfg.get("fixed_edges"):
                 net.fixed_log_edges = torch.empty_like(sd["fixed_log_edges"])
             net.load_state_dict(sd)

@@ -110,12 +110,17 @@ class HybridEncoder(nn.Module):
     learned projection before the nonlinearity.
     """
 
-    def __init__(self, n_features, pretrained_dim, dim=512, dropout=0.2, residual=True, init_std=0.3):
+    def __init__(self, n_features, pretrained_dim, dim=512, dropout=0.2, residual=True, init_std=0.3,
+                 pretrained_scale=None):
         super().__init__()
         self.dim = dim
         self.bag = nn.EmbeddingBag(n_features, dim, mode="sum")
         nn.init.normal_(self.bag.weight, std=init_std)
         self.project = nn.Linear(pretrained_dim, dim)
+        # unit-norm embeddings have entries ~ 1/sqrt(p); scaled by sqrt(p) they enter the projection with
+        # unit variance, so both halves start at comparable activation scales
+        scale = np.sqrt(pretrained_dim) if pretrained_scale is None else pretrained_scale
+        self.register_buffer("pretrained_scale", torch.tensor(float(scale)))
         self.head = _ResidualHead(dim, dropout) if residual else nn.Dropout(dropout)
 
     @staticmethod
@@ -124,7 +129,7 @@ class HybridEncoder(nn.Module):
 
     def forward(self, batch):
         (indices, offsets, weights), dense = batch
-        h = self.bag(indices, offsets, per_sample_weights=weights) + self.project(dense)
+        h = self.bag(indices, offsets, per_sample_weights=weights) + self.project(dense * self.pretrained_scale)
         return self.head(nn.functional.gelu(h))
 
 

@@ -4,6 +4,7 @@ Run with ``python -m skelias.quickstart``. Trains :class:`skelias.ELIASClassifie
 12,404 training questions — with the hybrid encoder (TF-IDF + the frozen packaged
 all-MiniLM-L6-v2) when ``skelias[minilm]`` is installed, TF-IDF only otherwise — and prints
 precision, nDCG, propensity-scored precision and recall on the 3,000 test questions.
+``--model elias++`` adds the sparse re-ranker and the score calibrator (ELIAS++);
 ``--model knn`` runs the k-nearest-neighbour baseline instead.
 """
 
@@ -15,7 +16,7 @@ import time
 
 import numpy as np
 
-from skelias import ELIASClassifier, KNNLabelClassifier, LabelIndexer, xmc_metrics
+from skelias import ELIASClassifier, KNNLabelClassifier, LabelIndexer, ScoreCalibrator, SparseReranker, xmc_metrics
 from skelias._labels import to_common_label_space
 from skelias.datasets import load_cooking_stackexchange
 from skelias.metrics import inverse_propensity
@@ -23,7 +24,7 @@ from skelias.metrics import inverse_propensity
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=["elias", "knn"], default="elias")
+    parser.add_argument("--model", choices=["elias", "elias++", "knn"], default="elias")
     parser.add_argument("--n-train", type=int, default=None, help="use only the first N training questions")
     parser.add_argument("--epochs", type=int, default=10, help="ELIAS epochs per stage")
     parser.add_argument("--no-pretrained", action="store_true", help="TF-IDF only, even if skelias[minilm] is installed")
@@ -43,6 +44,10 @@ def main(argv=None):
                                 n_epochs_stage2=args.epochs, random_state=0, verbose=1)
         desc = "ELIASClassifier, " + ("hybrid encoder (TF-IDF + frozen all-MiniLM-L6-v2)" if hybrid else
                                       "TF-IDF encoder (pip install 'skelias[minilm]' for the hybrid encoder)")
+        if args.model == "elias++":
+            model = ScoreCalibrator(SparseReranker(model, random_state=0, n_jobs=2), validation_size=2000,
+                                    random_state=0)
+            desc = "ELIAS++ (ScoreCalibrator(SparseReranker(" + desc + ")))"
     print(f"model: {desc}")
     t0 = time.perf_counter()
     model.fit(texts, labels)
@@ -52,7 +57,8 @@ def main(argv=None):
     predict_s = time.perf_counter() - t0
 
     # evaluate in the union of the model's and the test set's labels, so test-only tags count as misses
-    Y_test, idx, classes = to_common_label_space(test_labels, top, classes=model.classes_)
+    known = LabelIndexer(classes=model.classes_).fit(labels).classes_  # the model's and the training labels
+    Y_test, idx, classes = to_common_label_space(test_labels, top, classes=known)
     inv_prop = inverse_propensity(LabelIndexer(classes=classes).fit(labels).transform(labels))  # train propensities
     rank_scores = np.where(idx >= 0, -np.arange(idx.shape[1], dtype=float), -np.inf)
     m = xmc_metrics(Y_test, (idx, rank_scores), inv_prop=inv_prop)

@@ -14,3 +14,10 @@ def test_quickstart_elias(capsys):
     out = capsys.readouterr().out
     assert "ELIASClassifier, TF-IDF encoder" in out
     assert 0.0 < m["P@1"] <= 1.0 and m["R@100"] >= m["R@10"]
+
+
+def test_quickstart_elias_pp(capsys):
+    m = main(["--model", "elias++", "--n-train", "2500", "--epochs", "2", "--no-pretrained"])
+    out = capsys.readouterr().out
+    assert "ELIAS++ (ScoreCalibrator(SparseReranker(ELIASClassifier, TF-IDF encoder" in out
+    assert 0.0 < m["P@1"] <= 1.0 and m["R@100"] >= m["R@10"]

@@ -45,7 +45,8 @@ def ranker(base, cooking):
 # ---------------------------------------------------------------- the vectorised LIBLINEAR problems
 @pytest.mark.parametrize("loss, solver", [("logistic", 0), ("squared_hinge", 1)])
 @pytest.mark.parametrize("n_dense", [0, 40])
-def test_vectorised_problems_match_one_liblinear_call_per_label(loss, solver, n_dense):
+@pytest.mark.parametrize("remap", [False, True])
+def test_vectorised_problems_match_one_liblinear_call_per_label(loss, solver, n_dense, remap):
     n, D, L = 300, 200, 25
     X = sp.hstack([sp.random(n, D - n_dense, density=0.05, random_state=1, dtype=np.float32),
                    sp.csr_matrix(np.random.RandomState(0).rand(n, n_dense).astype(np.float32))], format="csr")
@@ -53,7 +54,7 @@ def test_vectorised_problems_match_one_liblinear_call_per_label(loss, solver, n_
     Y.data[:] = 1
     cand = sp.random(n, L, density=0.3, random_state=3, format="csr", dtype=np.float32)
     W, b = train_label_classifiers(X, Y, cand, loss=loss, weight_threshold=0.0, tol=1e-4, n_dense=n_dense,
-                                   chunk_nnz=400, random_state=0)
+                                   chunk_nnz=400, random_state=0, remap_columns=remap)
     R = ((cand + Y) > 0).tocsc()
     Yc = Y.tocsc()
     compared = 0

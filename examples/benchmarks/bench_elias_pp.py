@@ -25,6 +25,23 @@ import numpy as np
 COLS = ["P@1", "P@3", "P@5", "nDCG@3", "nDCG@5", "PSP@1", "PSP@3", "PSP@5", "R@10", "R@100"]
 
 
+def latency_ms(model, texts, n_queries):
+    """Median seconds of ``predict_topk([text], 10)`` over single test texts, in ms."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = []
+        for t in texts[:n_queries]:
+            t0 = time.perf_counter()
+            model.predict_topk([t], 10)
+            out.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    return 1000 * float(np.median(out))
+
+
 def evaluate(model, te, yte, ytr):
     from skelias import LabelIndexer, inverse_propensity, xmc_metrics
 
@@ -48,8 +65,11 @@ def main():
     p.add_argument("--validation-size", type=int, default=5000)
     p.add_argument("--ensemble", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-queries", type=int, default=200, help="single-query latency sample (0: skip)")
     p.add_argument("--verbose", type=int, default=0)
     p.add_argument("--out", default=None)
+    p.add_argument("--save", default=None, help="joblib-dump the fitted ELIAS model here")
+    p.add_argument("--load", default=None, help="use this joblib-dumped ELIAS model instead of fitting one")
     args = p.parse_args()
 
     from sklearn.frozen import FrozenEstimator
@@ -80,8 +100,11 @@ def main():
 
     def record(name, model, fit_s):
         metrics, pred_s = evaluate(model, te, yte, ytr)
+        memory, elias.memory = elias.memory, None  # latency includes embedding the query (no cache hit)
+        lat = latency_ms(model, te, args.n_queries) if args.n_queries else None
+        elias.memory = memory
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        rec = {"model": f"{name}, {enc}", "data": args.data, "fit_s": fit_s, "predict_s": pred_s, "peak_rss_gib": rss,
+        rec = {"model": f"{name}, {enc}", "data": args.data, "fit_s": fit_s, "predict_s": pred_s, "latency_ms": lat, "peak_rss_gib": rss,
                "params": params, "ranker_params": rparams, **metrics}
         rows.append(rec)
         print("RESULT " + json.dumps(rec), flush=True)
@@ -90,8 +113,18 @@ def main():
                 fh.write(json.dumps(rec) + "\n")
 
     t0 = time.perf_counter()
-    elias = ELIASClassifier(**params).fit(X_fit, y_fit)
-    t_elias = time.perf_counter() - t0
+    if args.load:
+        import joblib
+
+        elias = joblib.load(args.load)
+        t_elias = sum(v for k, v in elias.fit_time_.items() if k != "total")
+    else:
+        elias = ELIASClassifier(**params).fit(X_fit, y_fit)
+        t_elias = time.perf_counter() - t0
+    if args.save:
+        import joblib
+
+        joblib.dump(elias, args.save)
     record("ELIAS (stage 2)", elias, t_elias)
     t0 = time.perf_counter()
     ranker = SparseReranker(FrozenEstimator(elias), **rparams).fit(X_fit, y_fit)
@@ -107,11 +140,12 @@ def main():
         ens = TopKEnsemble(chain, n_estimators=args.ensemble, random_state=args.seed).fit(tr, ytr)
         record(f"+ {args.ensemble}x ensemble", ens, time.perf_counter() - t0)
 
-    print("| model | " + " | ".join(COLS) + " | fit s | predict s | peak RSS GiB |")
-    print("|---" * (len(COLS) + 4) + "|")
+    print("| model | " + " | ".join(COLS) + " | fit s | predict s | latency ms | peak RSS GiB |")
+    print("|---" * (len(COLS) + 5) + "|")
     for r in rows:
+        lat = f"{r['latency_ms']:.2f}" if r["latency_ms"] is not None else "–"
         print(f"| {r['model']} | " + " | ".join(f"{100 * r[c]:.2f}" for c in COLS)
-              + f" | {r['fit_s']:.0f} | {r['predict_s']:.1f} | {r['peak_rss_gib']:.2f} |")
+              + f" | {r['fit_s']:.0f} | {r['predict_s']:.1f} | {lat} | {r['peak_rss_gib']:.2f} |")
 
 
 if __name__ == "__main__":

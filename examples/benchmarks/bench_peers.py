@@ -1,0 +1,195 @@
+"""Peer XMC libraries on the same TF-IDF features as the skelias benchmarks.
+
+Usage::
+
+    pip install "skelias[bench]"          # libpecos, omikuji, napkinxc
+    python examples/benchmarks/bench_peers.py ../shared/datasets/tibkat-en --methods pecos omikuji napkinxc
+
+Each method runs in its own subprocess (own peak RSS, own ``--timeout``), with 2 threads.
+Features: TF-IDF with sublinear tf, 1-2 grams, <= 200k features, min_df 2, fitted on the training
+texts (as for skelias). Reports train s, batch predict s (top-100 for the test set), single-query
+latency (median over ``--n-queries`` test rows, top-10, one row at a time), model size on disk,
+peak RSS and the metrics of bench_elias.py. Missing peers are skipped with a note.
+PECOS XR-Linear is loaded back with ``is_predict_only=True`` before predicting (its fast path).
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+COLS = ["P@1", "P@3", "P@5", "nDCG@3", "nDCG@5", "PSP@1", "PSP@3", "PSP@5", "R@10", "R@100"]
+
+
+def dir_size(path):
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+
+
+def features(data):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from skelias import LabelIndexer
+    from skelias.datasets import load_text_dataset
+
+    tr, ytr = load_text_dataset(data, "train")
+    te, yte = load_text_dataset(data, "test")
+    vec = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), max_features=200_000, min_df=2, dtype=np.float32)
+    Xtr, Xte = vec.fit_transform(tr), vec.transform(te)
+    li = LabelIndexer().fit(ytr)
+    return Xtr, li.transform(ytr), Xte, li, ytr, yte
+
+
+def run_pecos(Xtr, Ytr, Xte, k, workdir, n_queries):
+    from pecos.xmc import Indexer, LabelEmbeddingFactory
+    from pecos.xmc.xlinear.model import XLinearModel
+
+    t0 = time.perf_counter()
+    feat = LabelEmbeddingFactory.create(Ytr, Xtr, method="pifa")
+    chain = Indexer.gen(feat, indexer_type="hierarchicalkmeans", threads=2)
+    model = XLinearModel.train(Xtr, Ytr, C=chain, threads=2)
+    train_s = time.perf_counter() - t0
+    path = os.path.join(workdir, "pecos")
+    model.save(path)
+    model = XLinearModel.load(path, is_predict_only=True)
+    t0 = time.perf_counter()
+    P = model.predict(Xte, only_topk=k, threads=2)
+    pred_s = time.perf_counter() - t0
+    lat = []
+    for i in range(min(n_queries, Xte.shape[0])):
+        t = time.perf_counter()
+        model.predict(Xte[i], only_topk=10, threads=1)
+        lat.append(time.perf_counter() - t)
+    return P, train_s, pred_s, lat, dir_size(path)
+
+
+def run_omikuji(Xtr, Ytr, Xte, k, workdir, n_queries):
+    import omikuji
+
+    from skelias.datasets import dump_xmc_sparse
+
+    path = os.path.join(workdir, "train.txt")
+    dump_xmc_sparse(path, Xtr, Ytr)
+    t0 = time.perf_counter()
+    hp = omikuji.Model.default_hyper_param()
+    model = omikuji.Model.train_on_data(path, hp, n_threads=2)
+    train_s = time.perf_counter() - t0
+    mpath = os.path.join(workdir, "omikuji")
+    model.save(mpath)
+    model = omikuji.Model.load(mpath)
+    rows = [list(zip(Xte[i].indices.tolist(), Xte[i].data.tolist())) for i in range(Xte.shape[0])]
+    t0 = time.perf_counter()
+    preds = [model.predict(r, top_k=k) for r in rows]
+    pred_s = time.perf_counter() - t0
+    lat = []
+    for r in rows[:n_queries]:
+        t = time.perf_counter()
+        model.predict(r, top_k=10)
+        lat.append(time.perf_counter() - t)
+    return _to_csr(preds, Xte.shape[0], Ytr.shape[1]), train_s, pred_s, lat, dir_size(mpath)
+
+
+def run_napkinxc(Xtr, Ytr, Xte, k, workdir, n_queries):
+    from napkinxc.models import PLT
+
+    mpath = os.path.join(workdir, "napkinxc")
+    ylist = [Ytr.indices[Ytr.indptr[i]:Ytr.indptr[i + 1]].tolist() for i in range(Ytr.shape[0])]
+    t0 = time.perf_counter()
+    model = PLT(mpath, threads=2)
+    model.fit(Xtr, ylist)
+    train_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    preds = model.predict_proba(Xte, top_k=k)
+    pred_s = time.perf_counter() - t0
+    lat = []
+    for i in range(min(n_queries, Xte.shape[0])):
+        t = time.perf_counter()
+        model.predict_proba(Xte[i], top_k=10)
+        lat.append(time.perf_counter() - t)
+    return _to_csr(preds, Xte.shape[0], Ytr.shape[1]), train_s, pred_s, lat, dir_size(mpath)
+
+
+def _to_csr(preds, n, L):
+    import scipy.sparse as sp
+
+    rows = np.repeat(np.arange(n), [len(p) for p in preds])
+    cols = np.array([c for p in preds for c, _ in p], dtype=np.int64)
+    vals = np.array([s for p in preds for _, s in p], dtype=np.float32)
+    return sp.csr_matrix((vals, (rows, cols)), shape=(n, L))
+
+
+METHODS = {"pecos": ("PECOS XR-Linear", run_pecos, "pecos"), "omikuji": ("omikuji", run_omikuji, "omikuji"),
+           "napkinxc": ("napkinXC PLT", run_napkinxc, "napkinxc")}
+
+
+def run_one(args):
+    from skelias import LabelIndexer, inverse_propensity, top_k, xmc_metrics
+
+    name, fn, _ = METHODS[args.method]
+    Xtr, Ytr, Xte, li, ytr, yte = features(args.data)
+    with tempfile.TemporaryDirectory() as wd:
+        P, train_s, pred_s, lat, size = fn(Xtr, Ytr, Xte, 100, wd, args.n_queries)
+    idx, scores = top_k(P, min(100, P.shape[1]))
+    space = LabelIndexer(classes=[label for row in yte for label in row]).fit(ytr)
+    remap = np.searchsorted(space.classes_, li.classes_)
+    idx_u = np.where(idx >= 0, remap[np.maximum(idx, 0)], -1)
+    m = xmc_metrics(space.transform(yte), (idx_u, np.where(idx >= 0, scores, -np.inf)), ks=(1, 3, 5),
+                    recall_ks=(10, 100), inv_prop=inverse_propensity(space.transform(ytr)))
+    rec = {"model": name, "data": args.data, "fit_s": train_s, "predict_s": pred_s,
+           "latency_ms": 1000 * float(np.median(lat)) if lat else None, "model_mb": size / 2**20,
+           "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, **{c: m[c] for c in COLS}}
+    print("RESULT " + json.dumps(rec), flush=True)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data")
+    p.add_argument("--methods", nargs="+", default=list(METHODS))
+    p.add_argument("--method", help=argparse.SUPPRESS)
+    p.add_argument("--n-queries", type=int, default=1000)
+    p.add_argument("--timeout", type=float, default=3600)
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+    if args.method:
+        return run_one(args)
+    rows = []
+    env = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2", OPENBLAS_NUM_THREADS="2")
+    for method in args.methods:
+        module = METHODS[method][2]
+        try:
+            __import__(module)
+        except ImportError:
+            print(f"{method}: not installed (pip install 'skelias[bench]'); skipped", file=sys.stderr)
+            continue
+        cmd = [sys.executable, __file__, args.data, "--method", method, "--n-queries", str(args.n_queries)]
+        try:
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=args.timeout, env=env)
+        except subprocess.TimeoutExpired:
+            print(f"{method}: timed out after {args.timeout:.0f} s", file=sys.stderr)
+            continue
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+        if proc.returncode != 0 or not lines:
+            print(f"{method}: failed (exit {proc.returncode})", file=sys.stderr)
+            continue
+        rec = json.loads(lines[-1][7:])
+        rows.append(rec)
+        if args.out:
+            with open(args.out, "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+    print("| model | " + " | ".join(COLS) + " | fit s | predict s | latency ms | model MiB | peak RSS GiB |")
+    print("|---" * (len(COLS) + 6) + "|")
+    for r in rows:
+        print(f"| {r['model']} | " + " | ".join(f"{100 * r[c]:.2f}" for c in COLS)
+              + f" | {r['fit_s']:.0f} | {r['predict_s']:.1f} | {r['latency_ms']:.2f} | {r['model_mb']:.1f}"
+              f" | {r['peak_rss_gib']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

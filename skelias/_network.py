@@ -123,12 +123,24 @@ class ELIASNetwork(nn.Module):
         ``gold_labels``, ``gold_log_shortlist`` (N, P).
         """
         emb = self.encoder(batch).float()
+        K = self.shortlist_size if shortlist_size is None else shortlist_size
+        L = self.n_labels
+        if self.is_one_vs_all and K >= L:
+            # one cluster holding every label: ŝ = 1 and every label is shortlisted, so ELIAS reduces to
+            # a brute-force one-vs-all classifier; skip the index and score all L labels with one matmul
+            N = emb.shape[0]
+            out = {"embedding": emb, "dense": True,
+                   "labels": torch.arange(L, device=emb.device).expand(N, L),
+                   "log_shortlist": torch.zeros(N, L, device=emb.device),
+                   "logits": emb @ self.label_weight.T + self.label_bias}
+            if gold_labels is not None:
+                out["gold_log_shortlist"] = torch.zeros(gold_labels.shape, device=emb.device).masked_fill(
+                    gold_labels >= L, NEG_INF)
+            return out
         log_cs = cluster_log_scores(self.cluster_classifier(emb), self.alpha)
         clusters = shortlist_clusters(log_cs, self.beam_size, gold_parents)
         log_es = self.log_edge_scores()
         labels, log_path = expand_paths(clusters, log_cs, self.a_indices, log_es)
-        K = self.shortlist_size if shortlist_size is None else shortlist_size
-        L = self.n_labels
         out = {"embedding": emb}
         if self.multi_edge and labels.shape[0] * (L + 1) <= self.dense_max_threshold:
             dense = max_over_paths_dense(labels, log_path, L)  # Eq. 6, dense buffer
@@ -150,6 +162,11 @@ class ELIASNetwork(nn.Module):
                 out["gold_log_shortlist"] = _lookup(labels, log_path, gold_labels, L)
         out.update(labels=top_lab, log_shortlist=top_lp, logits=self.label_logits(emb, top_lab))
         return out
+
+    @property
+    def is_one_vs_all(self):
+        """A single cluster with an edge to every label and a fixed index (stage 1 with C = 1)."""
+        return self.n_clusters == 1 and not self.multi_edge and bool(self.a_mask[0].sum() == self.n_labels)
 
     #: use the dense (N, L+1) buffer for Eq. 6 when it holds at most this many entries
     dense_max_threshold = 2**25
@@ -227,6 +244,12 @@ def elias_loss(out, gold_keys, n_labels, loss_lambda):
     """
     labels, log_y, z = out["labels"], out["log_shortlist"], out["logits"].float()
     N, K = labels.shape
+    if out.get("dense"):  # one-vs-all: BCE over all labels, every gold label reached with ŷ = 1 (L_s = 0)
+        target = torch.zeros(N, K, device=z.device)
+        target.view(-1)[(gold_keys // (n_labels + 1)) * K + gold_keys % (n_labels + 1)] = 1.0
+        loss_c = nn.functional.binary_cross_entropy_with_logits(z, target, reduction="sum") / (N * K)
+        zero = torch.zeros((), device=z.device)
+        return loss_c, loss_c.detach(), zero
     valid = torch.isfinite(log_y)
     target = _is_gold(labels, gold_keys, n_labels) & valid
     log_y = torch.where(valid, log_y, torch.full_like(log_y, -30.0)).clamp(max=-1e-6)

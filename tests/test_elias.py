@@ -198,3 +198,20 @@ def test_stage2_option_errors(params, match, cooking):
     texts, labels = cooking
     with pytest.raises(ValueError, match=match):
         ELIASClassifier(**params).fit(texts[:20], labels[:20])
+
+
+def test_one_vs_all_fast_path_equals_the_general_index_path(cooking, monkeypatch):
+    """C = 1, K = L skips the index machinery; it must train and predict exactly like the general path."""
+    from skelias._network import ELIASNetwork
+
+    texts, labels = cooking
+    kw = dict(TINY, n_clusters=1, shortlist_size=10**6, n_epochs_stage2=0)
+    fast = ELIASClassifier(**kw).fit(texts[:600], labels[:600])
+    assert fast.network_.is_one_vs_all
+    monkeypatch.setattr(ELIASNetwork, "is_one_vs_all", property(lambda self: False))
+    general = ELIASClassifier(**kw).fit(texts[:600], labels[:600])
+    np.testing.assert_allclose([h["loss"] for h in fast.history_], [h["loss"] for h in general.history_], rtol=1e-5)
+    a, sa = fast.predict_topk(texts[600:700], 5)
+    b, sb = general.predict_topk(texts[600:700], 5)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(sa, sb, rtol=1e-5, atol=1e-7)

@@ -6,16 +6,32 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.utils.validation import check_is_fitted
 
-from ._validation import topk_to_indicator
+from ._validation import check_n_rows, check_X, topk_to_indicator
 from .metrics import _check_k, precision_at_k_scorer
 
-__all__ = ["TopKOutputMixin", "base_candidates", "label_indices", "check_y_given"]
+__all__ = ["TopKOutputMixin", "base_candidates", "label_indices", "check_y_given", "check_fit_input"]
 
 
 def check_y_given(estimator, y):
     """The error scikit-learn expects when a supervised estimator gets ``y=None``."""
     if y is None:
         raise ValueError(f"{type(estimator).__name__} requires y to be passed, but the target y is None.")
+
+
+def check_fit_input(estimator, X, y):
+    """Validate ``fit``'s (X, y) before any work: y given, X valid, same number of rows.
+
+    Returns
+    -------
+    kind : "text" or "features"
+    X : list of str or validated feature matrix
+    n : int, number of samples
+    """
+    check_y_given(estimator, y)
+    kind, Xc = check_X(X, estimator_name=type(estimator).__name__)
+    n = len(Xc) if kind == "text" else Xc.shape[0]
+    check_n_rows(n, y.shape[0] if hasattr(y, "shape") else len(y))
+    return kind, Xc, n
 
 
 class TopKOutputMixin:

@@ -13,9 +13,8 @@ from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import TopKOutputMixin, base_candidates, check_y_given
+from ._base import TopKOutputMixin, base_candidates, check_fit_input
 from ._labels import is_label_matrix
-from ._validation import check_n_rows, check_X
 from .metrics import _check_k
 from .rerank import SparseReranker, _is_fitted, _topk_of
 
@@ -119,10 +118,7 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         self
         """
         self._check_params()
-        check_y_given(self, y)
-        kind, Xc = check_X(X, estimator_name=type(self).__name__)
-        n = len(Xc) if kind == "text" else Xc.shape[0]
-        check_n_rows(n, y.shape[0] if hasattr(y, "shape") else len(y))
+        kind, Xc, n = check_fit_input(self, X, y)
         X = Xc
         rs = check_random_state(self.random_state)
         base = SparseReranker() if self.estimator is None else self.estimator

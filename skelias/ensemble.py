@@ -10,9 +10,8 @@ from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import TopKOutputMixin, base_candidates, check_y_given
+from ._base import TopKOutputMixin, base_candidates, check_fit_input
 from ._labels import LabelIndexer, is_label_matrix
-from ._validation import check_X
 from .metrics import _check_k, top_k
 
 __all__ = ["TopKEnsemble"]
@@ -75,8 +74,7 @@ class TopKEnsemble(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         if not (isinstance(self.n_candidates, numbers.Integral) and self.n_candidates >= 1):
             raise ValueError(f"n_candidates must be an int >= 1; got {self.n_candidates!r}.")
         _check_k(self.k)
-        check_y_given(self, y)
-        check_X(X, estimator_name=type(self).__name__)
+        check_fit_input(self, X, y)
         if self.estimator is None:
             from .elias import ELIASClassifier
 

@@ -11,10 +11,10 @@ from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.preprocessing import normalize
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import TopKOutputMixin, base_candidates, check_y_given
+from ._base import TopKOutputMixin, base_candidates, check_fit_input
 from ._labels import is_label_matrix
 from ._liblinear import LOSSES, train_label_classifiers
-from ._validation import check_n_rows, check_X, default_vectorizer
+from ._validation import check_X, default_vectorizer
 from .metrics import _check_k
 
 __all__ = ["SparseReranker", "ranker_features", "pair_margins", "transform_margins"]
@@ -210,10 +210,7 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         self
         """
         self._check_params()
-        check_y_given(self, y)
-        kind, Xc = check_X(X, estimator_name=type(self).__name__)
-        n = len(Xc) if kind == "text" else Xc.shape[0]
-        check_n_rows(n, len(y) if not hasattr(y, "shape") else y.shape[0])
+        kind, Xc, n = check_fit_input(self, X, y)
         self.fit_time_ = {}
         t0 = time.perf_counter()
         base = _default_base() if self.estimator is None else self.estimator

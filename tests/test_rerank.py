@@ -20,8 +20,7 @@ from skelias._liblinear import train_label_classifiers
 from skelias.datasets import load_cooking_stackexchange
 from skelias.rerank import pair_margins, ranker_features, transform_margins
 
-TINY = dict(embed_dim=32, n_epochs_stage1=2, n_epochs_stage2=1, batch_size=128, shortlist_size=200,
-            max_leaf_size=50, random_state=0)
+from test_elias import TINY  # noqa: E402  (the same tiny ELIAS settings)
 
 
 @pytest.fixture(scope="module")

@@ -14,14 +14,13 @@ Prints a markdown table and writes JSON lines to --out.
 
 import argparse
 import json
+import os
 import resource
-import subprocess
 import sys
 import time
 
-import numpy as np
-
-COLS = ["P@1", "P@3", "P@5", "nDCG@3", "nDCG@5", "PSP@1", "PSP@3", "PSP@5", "R@10", "R@100"]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import parse_params, peer_tfidf, print_table, run_child, union_metrics  # noqa: E402
 
 
 def model_params(name, n_labels):
@@ -35,22 +34,17 @@ def model_params(name, n_labels):
 
 
 def run_one(args):
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    from skelias import ELIASClassifier, LabelIndexer, inverse_propensity, xmc_metrics
+    from skelias import ELIASClassifier, LabelIndexer
     from skelias.datasets import load_text_dataset
 
     tr, ytr = load_text_dataset(args.data, "train")
     te, yte = load_text_dataset(args.data, "test")
-    vec = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), max_features=200_000, min_df=2, dtype=np.float32)
-    Xtr = vec.fit_transform(tr)
-    Xte = vec.transform(te)
+    vec = peer_tfidf()
+    Xtr, Xte = vec.fit_transform(tr), vec.transform(te)
     li = LabelIndexer().fit(ytr)
     Ytr = li.transform(ytr)
-    params = {"random_state": args.seed, "verbose": args.verbose, **model_params(args.model, Ytr.shape[1])}
-    for kv in args.set:
-        k, v = kv.split("=", 1)
-        params[k] = json.loads(v) if v[:1] in "0123456789-[{tfn" else v
+    params = {"random_state": args.seed, "verbose": args.verbose, **model_params(args.model, Ytr.shape[1]),
+              **parse_params(args.set)}
     clf = ELIASClassifier(**params)
     if args.raw_texts:  # the estimator builds the same TF-IDF itself (and the hybrid needs the texts)
         Xtr, Xte = tr, te
@@ -60,16 +54,10 @@ def run_one(args):
     t0 = time.perf_counter()
     idx, scores = clf.predict_topk(Xte, 100)
     pred_s = time.perf_counter() - t0
-    # union label space: training labels first, then test-only labels
-    space = LabelIndexer(classes=[l for row in yte for l in row]).fit(ytr)
-    Yte = space.transform(yte)
-    remap = np.searchsorted(space.classes_, li.classes_)
-    idx_u = np.where(idx >= 0, remap[np.maximum(idx, 0)], -1)
-    ip = inverse_propensity(space.transform(ytr))
-    m = xmc_metrics(Yte, (idx_u, np.where(idx >= 0, scores, -np.inf)), ks=(1, 3, 5), recall_ks=(10, 100), inv_prop=ip)
+    m = union_metrics(li.classes_, idx, scores, ytr, yte)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    rec = {"model": args.model, "data": args.data, "fit_s": fit_s, "predict_s": pred_s, "peak_rss_gib": rss, "params": params,
-           "fit_time": clf.fit_time_, "history": clf.history_, **{k: m[k] for k in COLS}}
+    rec = {"model": args.model, "data": args.data, "fit_s": fit_s, "predict_s": pred_s, "peak_rss_gib": rss,
+           "params": params, "fit_time": clf.fit_time_, "history": clf.history_, **m}
     print("RESULT " + json.dumps(rec), flush=True)
 
 
@@ -91,22 +79,15 @@ def main():
     for model in args.models:
         cmd = [sys.executable, __file__, args.data, "--model", model, "--seed", str(args.seed),
                "--verbose", str(args.verbose), *(["--raw-texts"] if args.raw_texts else []), "--set", *args.set]
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)  # stderr (progress) streams through
-        lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-        if proc.returncode != 0 or not lines:
-            print(f"{model}: failed (exit {proc.returncode})", file=sys.stderr)
+        rec = run_child(cmd, model)  # stderr (progress) streams through
+        if rec is None:
             continue
-        rec = json.loads(lines[-1][7:])
         rec["model"] += args.label
         rows.append(rec)
         if args.out:
             with open(args.out, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
-    print("| model | " + " | ".join(COLS) + " | fit s | predict s | peak RSS GiB |")
-    print("|---" * (len(COLS) + 4) + "|")
-    for r in rows:
-        print(f"| {r['model']} | " + " | ".join(f"{100 * r[c]:.2f}" for c in COLS)
-              + f" | {r['fit_s']:.0f} | {r['predict_s']:.1f} | {r['peak_rss_gib']:.2f} |")
+    print_table(rows)
 
 
 if __name__ == "__main__":

@@ -17,12 +17,15 @@ min_df 2, fitted on the training texts); metrics as in bench_elias.py.
 
 import argparse
 import json
+import os
 import resource
+import sys
 import time
 
 import numpy as np
 
-COLS = ["P@1", "P@3", "P@5", "nDCG@3", "nDCG@5", "PSP@1", "PSP@3", "PSP@5", "R@10", "R@100"]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import parse_params, print_table, union_metrics  # noqa: E402
 
 
 def latency_ms(model, texts, n_queries):
@@ -43,16 +46,11 @@ def latency_ms(model, texts, n_queries):
 
 
 def evaluate(model, te, yte, ytr):
-    from skelias import LabelIndexer, inverse_propensity, xmc_metrics
-
     t0 = time.perf_counter()
     names, scores = model.predict_topk(te, 100)
     pred_s = time.perf_counter() - t0
-    space = LabelIndexer(classes=[label for row in yte for label in row]).fit(ytr)
-    idx = space.indices_of(names)
-    m = xmc_metrics(space.transform(yte), (idx, np.where(idx >= 0, scores, -np.inf)), ks=(1, 3, 5),
-                    recall_ks=(10, 100), inv_prop=inverse_propensity(space.transform(ytr)))
-    return {k: m[k] for k in COLS}, pred_s
+    idx = model.label_indexer_.indices_of(names)
+    return union_metrics(model.classes_, idx, scores, ytr, yte), pred_s
 
 
 def main():
@@ -77,19 +75,12 @@ def main():
     from skelias import ELIASClassifier, ScoreCalibrator, SparseReranker, TopKEnsemble
     from skelias.datasets import load_text_dataset
 
-    def parse(kvs):
-        out = {}
-        for kv in kvs:
-            k, v = kv.split("=", 1)
-            out[k] = json.loads(v) if v[:1] in "0123456789-[{tfn" else v
-        return out
-
     tr, ytr = load_text_dataset(args.data, "train")
     te, yte = load_text_dataset(args.data, "test")
-    params = {"random_state": args.seed, "verbose": args.verbose, "memory": args.memory, **parse(args.set)}
+    params = {"random_state": args.seed, "verbose": args.verbose, "memory": args.memory, **parse_params(args.set)}
     if args.hybrid:
         params.setdefault("pretrained_model", "all-MiniLM-L6-v2")
-    rparams = {"random_state": args.seed, "n_jobs": 2, **parse(args.ranker)}
+    rparams = {"random_state": args.seed, "n_jobs": 2, **parse_params(args.ranker)}
     n_val = min(args.validation_size, len(tr) // 5)
     perm = np.random.RandomState(args.seed).permutation(len(tr))
     val, fit = np.sort(perm[:n_val]), np.sort(perm[n_val:])
@@ -140,12 +131,7 @@ def main():
         ens = TopKEnsemble(chain, n_estimators=args.ensemble, random_state=args.seed).fit(tr, ytr)
         record(f"+ {args.ensemble}x ensemble", ens, time.perf_counter() - t0)
 
-    print("| model | " + " | ".join(COLS) + " | fit s | predict s | latency ms | peak RSS GiB |")
-    print("|---" * (len(COLS) + 5) + "|")
-    for r in rows:
-        lat = f"{r['latency_ms']:.2f}" if r["latency_ms"] is not None else "–"
-        print(f"| {r['model']} | " + " | ".join(f"{100 * r[c]:.2f}" for c in COLS)
-              + f" | {r['fit_s']:.0f} | {r['predict_s']:.1f} | {lat} | {r['peak_rss_gib']:.2f} |")
+    print_table(rows, extra=[("latency_ms", "latency ms", "{:.2f}")])
 
 
 if __name__ == "__main__":

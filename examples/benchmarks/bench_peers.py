@@ -17,14 +17,14 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
 
-COLS = ["P@1", "P@3", "P@5", "nDCG@3", "nDCG@5", "PSP@1", "PSP@3", "PSP@5", "R@10", "R@100"]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import peer_tfidf, print_table, run_child, union_metrics  # noqa: E402
 
 
 def dir_size(path):
@@ -34,14 +34,12 @@ def dir_size(path):
 
 
 def features(data):
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
     from skelias import LabelIndexer
     from skelias.datasets import load_text_dataset
 
     tr, ytr = load_text_dataset(data, "train")
     te, yte = load_text_dataset(data, "test")
-    vec = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), max_features=200_000, min_df=2, dtype=np.float32)
+    vec = peer_tfidf()
     Xtr, Xte = vec.fit_transform(tr), vec.transform(te)
     li = LabelIndexer().fit(ytr)
     return Xtr, li.transform(ytr), Xte, li, ytr, yte
@@ -130,21 +128,17 @@ METHODS = {"pecos": ("PECOS XR-Linear", run_pecos, "pecos"), "omikuji": ("omikuj
 
 
 def run_one(args):
-    from skelias import LabelIndexer, inverse_propensity, top_k, xmc_metrics
+    from skelias import top_k
 
     name, fn, _ = METHODS[args.method]
     Xtr, Ytr, Xte, li, ytr, yte = features(args.data)
     with tempfile.TemporaryDirectory() as wd:
         P, train_s, pred_s, lat, size = fn(Xtr, Ytr, Xte, 100, wd, args.n_queries)
     idx, scores = top_k(P, min(100, P.shape[1]))
-    space = LabelIndexer(classes=[label for row in yte for label in row]).fit(ytr)
-    remap = np.searchsorted(space.classes_, li.classes_)
-    idx_u = np.where(idx >= 0, remap[np.maximum(idx, 0)], -1)
-    m = xmc_metrics(space.transform(yte), (idx_u, np.where(idx >= 0, scores, -np.inf)), ks=(1, 3, 5),
-                    recall_ks=(10, 100), inv_prop=inverse_propensity(space.transform(ytr)))
+    m = union_metrics(li.classes_, idx, scores, ytr, yte)
     rec = {"model": name, "data": args.data, "fit_s": train_s, "predict_s": pred_s,
            "latency_ms": 1000 * float(np.median(lat)) if lat else None, "model_mb": size / 2**20,
-           "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, **{c: m[c] for c in COLS}}
+           "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, **m}
     print("RESULT " + json.dumps(rec), flush=True)
 
 
@@ -169,26 +163,10 @@ def main():
             print(f"{method}: not installed (pip install 'skelias[bench]'); skipped", file=sys.stderr)
             continue
         cmd = [sys.executable, __file__, args.data, "--method", method, "--n-queries", str(args.n_queries)]
-        try:
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=args.timeout, env=env)
-        except subprocess.TimeoutExpired:
-            print(f"{method}: timed out after {args.timeout:.0f} s", file=sys.stderr)
-            continue
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-        if proc.returncode != 0 or not lines:
-            print(f"{method}: failed (exit {proc.returncode})", file=sys.stderr)
-            continue
-        rec = json.loads(lines[-1][7:])
-        rows.append(rec)
-        if args.out:
-            with open(args.out, "a") as fh:
-                fh.write(json.dumps(rec) + "\n")
-    print("| model | " + " | ".join(COLS) + " | fit s | predict s | latency ms | model MiB | peak RSS GiB |")
-    print("|---" * (len(COLS) + 6) + "|")
-    for r in rows:
-        print(f"| {r['model']} | " + " | ".join(f"{100 * r[c]:.2f}" for c in COLS)
-              + f" | {r['fit_s']:.0f} | {r['predict_s']:.1f} | {r['latency_ms']:.2f} | {r['model_mb']:.1f}"
-              f" | {r['peak_rss_gib']:.2f} |")
+        rec = run_child(cmd, method, out=args.out, timeout=args.timeout, env=env)
+        if rec is not None:
+            rows.append(rec)
+    print_table(rows, extra=[("latency_ms", "latency ms", "{:.2f}"), ("model_mb", "model MiB", "{:.1f}")])
 
 
 if __name__ == "__main__":

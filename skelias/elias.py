@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import numbers
 import os
@@ -64,6 +65,12 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         frozen (fine-tuning it is the GPU path, not implemented yet).
     pretrained_max_length : int, default=64
         Tokens per text given to the pretrained model.
+    pretrained_scale : float, default=1.0
+        The unit-norm pretrained embedding is multiplied by this before its projection
+        (hybrid encoder). √p (≈ 19.6 for MiniLM) gives it unit-variance entries, i.e. the
+        same activation scale as the TF-IDF bag at the start of training. Measured: on
+        cooking-stackexchange (titles) 19.6 lifts P@1 from 65.3 to 68.9; on tibkat-en
+        (abstracts) it lowers the stage-1 validation nDCG@5 (0.395 vs 0.434), hence the default 1.
     vectorizer : TfidfVectorizer or None
         Used for raw-text input. ``None``: sublinear tf, 1–2 grams, ≤ 200k features, min_df 2.
     embed_dim : int, default=512
@@ -137,10 +144,13 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         Seconds spent in clustering, stage 1, stage-2 initialisation and stage 2.
     label_frequency_ : ndarray (n_labels,) float32
         Training positives of each label.
+    selected_stage_ : int
+        1 or 2: the stage whose model was kept. With ``validation_size``, the stage-1 model
+        is kept when no stage-2 epoch beats its best validation nDCG@5.
     n_features_in_ : int
     """
 
-    def __init__(self, encoder="tfidf", vectorizer=None, pretrained_model=None, pretrained_max_length=64, embed_dim=512, dropout=0.2, n_clusters=None,
+    def __init__(self, encoder="tfidf", vectorizer=None, pretrained_model=None, pretrained_max_length=64, pretrained_scale=1.0, embed_dim=512, dropout=0.2, n_clusters=None,
                  max_leaf_size=100, alpha=10.0, beta=150.0, kappa=None, beam_size=20, shortlist_size=2000,
                  loss_lambda=0.05, n_epochs_stage1=10, n_epochs_stage2=10, batch_size=256, lr=0.01,
                  lr_encoder=None, stage2_lr_factor=1.0, lr_adjacency=None, adjacency_init="random", weight_decay=0.01, warmup=0.1, accumulation_steps=1, validation_size=None,
@@ -149,6 +159,7 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         self.vectorizer = vectorizer
         self.pretrained_model = pretrained_model
         self.pretrained_max_length = pretrained_max_length
+        self.pretrained_scale = pretrained_scale
         self.embed_dim = embed_dim
         self.dropout = dropout
         self.n_clusters = n_clusters
@@ -212,7 +223,7 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         pos_int("kappa", allow_none=True)
         pos_int("n_epochs_stage1", minimum=1)
         pos_int("n_epochs_stage2", minimum=0)
-        for name in ("alpha", "beta", "lr", "stage2_lr_factor"):
+        for name in ("alpha", "beta", "lr", "stage2_lr_factor", "pretrained_scale"):
             pos_real(name)
         pos_real("lr_encoder", allow_none=True)
         pos_real("lr_adjacency", allow_none=True)
@@ -289,7 +300,8 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         if self.encoder == "transformer":
             return TransformerEncoder(self.pretrained_model, max_length=self.pretrained_max_length, dropout=self.dropout)
         if pretrained_dim is not None:
-            return HybridEncoder(n_features, pretrained_dim, self.embed_dim, self.dropout)
+            return HybridEncoder(n_features, pretrained_dim, self.embed_dim, self.dropout,
+                                 pretrained_scale=getattr(self, "pretrained_scale", 1.0))
         cls = SparseBagEncoder if self.encoder == "tfidf" else DenseMLPEncoder
         return cls(n_features, self.embed_dim, self.dropout)
 
@@ -380,6 +392,11 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         self.fit_time_["stage1"] = time.perf_counter() - t0
 
         # 3. stage 2: A's support from M^T Y (Eq. 9-10), every label kept reachable
+        self.selected_stage_ = 1
+        stage1_best, stage1_net = -np.inf, None
+        if self.n_epochs_stage2 > 0 and evaluate is not None:  # model selection may keep the stage-1 model
+            stage1_best = max(h["val_ndcg@5"] for h in self.history_)
+            stage1_net = copy.deepcopy(net).cpu()
         if self.n_epochs_stage2 > 0:
             t0 = time.perf_counter()
             kappa = self.kappa if self.kappa is not None else 10 * -(-L // C)
@@ -400,6 +417,11 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
             self.history_ += [dict(stage=2, **h) for h in train_stage(net, X_tr, Y_tr, n_epochs=self.n_epochs_stage2,
                                                                       desc="stage 2", **stage2)]
             self.fit_time_["stage2"] = time.perf_counter() - t0
+            self.selected_stage_ = 2
+            if stage1_net is not None and max(h["val_ndcg@5"] for h in self.history_ if h["stage"] == 2) < stage1_best:
+                logger.info("stage 2 did not beat stage 1 on the validation split (nDCG@5 %.4f); keeping stage 1",
+                            stage1_best)
+                net, self.selected_stage_ = stage1_net.to(device), 1
         self.network_ = net
         self.fit_time_["total"] = time.perf_counter() - t_start
         return self
@@ -452,7 +474,6 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         ELIASClassifier
             Every label keeps its strongest edge, so none becomes unreachable.
         """
-        import copy
 
         check_is_fitted(self, "network_")
         A = self.adjacency_matrix().tocoo()

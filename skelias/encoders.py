@@ -111,14 +111,14 @@ class HybridEncoder(nn.Module):
     """
 
     def __init__(self, n_features, pretrained_dim, dim=512, dropout=0.2, residual=True, init_std=0.3,
-                 pretrained_scale=None):
+                 pretrained_scale=1.0):
         super().__init__()
         self.dim = dim
         self.bag = nn.EmbeddingBag(n_features, dim, mode="sum")
         nn.init.normal_(self.bag.weight, std=init_std)
         self.project = nn.Linear(pretrained_dim, dim)
         # unit-norm embeddings have entries ~ 1/sqrt(p); scaled by sqrt(p) they enter the projection with
-        # unit variance, so both halves start at comparable activation scales
+        # unit variance (None), the same activation scale as the bag's at initialisation
         scale = np.sqrt(pretrained_dim) if pretrained_scale is None else pretrained_scale
         self.register_buffer("pretrained_scale", torch.tensor(float(scale)))
         self.head = _ResidualHead(dim, dropout) if residual else nn.Dropout(dropout)

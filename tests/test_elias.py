@@ -215,3 +215,23 @@ def test_one_vs_all_fast_path_equals_the_general_index_path(cooking, monkeypatch
     b, sb = general.predict_topk(texts[600:700], 5)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(sa, sb, rtol=1e-5, atol=1e-7)
+
+
+def test_validation_keeps_the_stage1_model_when_stage2_is_worse(cooking, monkeypatch):
+    import skelias._training as T
+
+    texts, labels = cooking
+    real = T.train_stage
+
+    def scripted(net, *a, desc, **kw):  # stage 2 always scores below stage 1 on validation
+        hist = real(net, *a, desc=desc, **kw)
+        for h in hist:
+            h["val_ndcg@5"] = 0.5 if desc == "stage 1" else 0.1
+        return hist
+
+    monkeypatch.setattr("skelias.elias.train_stage", scripted)
+    clf = ELIASClassifier(**{**TINY, "validation_size": 100}).fit(texts[:600], labels[:600])
+    assert clf.selected_stage_ == 1 and not clf.network_.learn_adjacency
+    assert [h["stage"] for h in clf.history_] == [1, 1, 2]  # stage 2 ran, its model was dropped
+    ref = ELIASClassifier(**TINY).fit(texts[:600], labels[:600])
+    assert ref.selected_stage_ == 2 and ref.network_.learn_adjacency

@@ -50,7 +50,7 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
     validation_size : int or float, default=5000
         Rows held out for the tree (an int, or a fraction in (0, 1)); capped at half the data.
     max_depth : int or None, default=5
-    min_samples_leaf : int, default=20
+    min_samples_leaf : int, default=100
     variant : {"paper", "reference"}, default="paper"
         ``"paper"``: features (p, q, p·q, f_l), score ``T + p·q``. ``"reference"``: the
         public code's features (p·q, p, f_l) and score ``0.3·T + 0.7·p·q``.
@@ -69,7 +69,7 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
     classes_ : ndarray (n_labels,)
     """
 
-    def __init__(self, estimator=None, validation_size=5000, max_depth=5, min_samples_leaf=20, variant="paper", k=5,
+    def __init__(self, estimator=None, validation_size=5000, max_depth=5, min_samples_leaf=100, variant="paper", k=5,
                  random_state=None, verbose=0):
         self.estimator = estimator
         self.validation_size = validation_size

@@ -116,7 +116,7 @@ def main():
         import joblib
 
         joblib.dump(elias, args.save)
-    record("ELIAS (stage 2)", elias, t_elias)
+    record(f"ELIAS (stage {getattr(elias, 'selected_stage_', 2)})", elias, t_elias)
     t0 = time.perf_counter()
     ranker = SparseReranker(FrozenEstimator(elias), **rparams).fit(X_fit, y_fit)
     t_ranker = time.perf_counter() - t0

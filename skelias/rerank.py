@@ -14,7 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._base import TopKOutputMixin, base_candidates, check_fit_input
 from ._labels import is_label_matrix
 from ._liblinear import LOSSES, train_label_classifiers
-from ._validation import check_X, default_vectorizer
+from ._validation import check_X, default_vectorizer, topk_to_indicator
 from .metrics import _check_k
 
 __all__ = ["SparseReranker", "ranker_features", "pair_margins", "transform_margins"]
@@ -210,7 +210,7 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         self
         """
         self._check_params()
-        kind, Xc, n = check_fit_input(self, X, y)
+        kind, Xc, _ = check_fit_input(self, X, y)
         self.fit_time_ = {}
         t0 = time.perf_counter()
         base = _default_base() if self.estimator is None else self.estimator
@@ -234,9 +234,7 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
                                       embeddings=self.embedding_weight > 0)
         psi = ranker_features(self._bow(kind, Xc, fitting=True), emb, self.embedding_weight)
         n_dense = psi.shape[1] - self._n_bow
-        keep = idx >= 0
-        rows = np.repeat(np.arange(n), idx.shape[1])[keep.ravel()]
-        cand = sp.csr_matrix((np.ones(rows.size, np.float32), (rows, idx[keep])), shape=Y.shape)
+        cand = topk_to_indicator(idx, Y.shape[1])
         self.fit_time_["candidates"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         self.coef_, self.intercept_ = train_label_classifiers(

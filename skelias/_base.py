@@ -90,6 +90,12 @@ class TopKOutputMixin:
         """Precision@1 on (X, y); labels unknown to the model count as misses."""
         return precision_at_k_scorer(1)(self, X, y)
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True  # sparse feature matrices (e.g. from a TfidfVectorizer) are accepted
+        tags.target_tags.required = True
+        return tags
+
 
 def label_indices(estimator, labels):
     """Column indices (-1 for padding) of ``predict_topk`` labels in ``estimator.classes_``."""

@@ -183,9 +183,3 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
             t[valid] = self.tree_.predict_proba(self._features(idx, p, q)[valid])[:, 1]
         s = t + p * q if self.variant == "paper" else 0.3 * t + 0.7 * p * q
         return _topk_of(idx, s, k)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
-        tags.target_tags.required = True
-        return tags

@@ -535,7 +535,6 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
         tags.non_deterministic = False
         tags.transformer_tags.preserves_dtype = ["float32"]  # embeddings are always float32
         return tags

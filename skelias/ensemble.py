@@ -117,9 +117,3 @@ class TopKEnsemble(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
             idx = np.hstack([idx, np.full((n, k - kk), -1)])
             top = np.hstack([top, np.full((n, k - kk), -np.inf, np.float32)])
         return idx, top
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
-        tags.target_tags.required = True
-        return tags

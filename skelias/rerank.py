@@ -274,12 +274,6 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         idx, p, q = self.candidate_scores(X)
         return _topk_of(idx, p * q, k)
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
-        tags.target_tags.required = True
-        return tags
-
 
 def _topk_of(indices, scores, k):
     """Sort candidate (indices, scores) by descending score and keep ``k`` per row (pad -1 / -inf)."""

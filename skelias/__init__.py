@@ -20,16 +20,37 @@ from .metrics import (
 
 __version__ = "0.1.0"
 
-from .calibration import ScoreCalibrator  # noqa: E402
-from .elias import ELIASClassifier  # noqa: E402
-from .ensemble import TopKEnsemble  # noqa: E402
-from .neighbors import KNNLabelClassifier  # noqa: E402  (a baseline)
-from .rerank import SparseReranker  # noqa: E402
+from .calibration import ScoreCalibrator
+from .elias import ELIASClassifier
+from .ensemble import TopKEnsemble
+from .neighbors import KNNLabelClassifier
+from .rerank import SparseReranker
 
 __all__ = [
-    "ELIASClassifier", "SparseReranker", "ScoreCalibrator", "TopKEnsemble", "KNNLabelClassifier",
-    "LabelIndexer", "check_label_matrix", "LabelTree", "balanced_kmeans", "cluster_labels", "default_n_clusters",
-    "pifa", "inverse_propensity", "make_topk_scorer", "ndcg_at_k", "ndcg_at_k_scorer", "precision_at_k",
-    "precision_at_k_scorer", "psndcg_at_k", "psprecision_at_k", "psprecision_at_k_scorer", "recall_at_k",
-    "recall_at_k_scorer", "top_k", "xmc_metrics", "__version__",
+    "ELIASClassifier",
+    "KNNLabelClassifier",
+    "LabelIndexer",
+    "LabelTree",
+    "ScoreCalibrator",
+    "SparseReranker",
+    "TopKEnsemble",
+    "__version__",
+    "balanced_kmeans",
+    "check_label_matrix",
+    "cluster_labels",
+    "default_n_clusters",
+    "inverse_propensity",
+    "make_topk_scorer",
+    "ndcg_at_k",
+    "ndcg_at_k_scorer",
+    "pifa",
+    "precision_at_k",
+    "precision_at_k_scorer",
+    "psndcg_at_k",
+    "psprecision_at_k",
+    "psprecision_at_k_scorer",
+    "recall_at_k",
+    "recall_at_k_scorer",
+    "top_k",
+    "xmc_metrics",
 ]

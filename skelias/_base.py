@@ -9,7 +9,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._validation import check_n_rows, check_X, topk_to_indicator
 from .metrics import _check_k, precision_at_k_scorer
 
-__all__ = ["TopKOutputMixin", "base_candidates", "label_indices", "check_y_given", "check_fit_input"]
+__all__ = ["TopKOutputMixin", "base_candidates", "check_fit_input", "check_y_given", "label_indices"]
 
 
 def check_y_given(estimator, y):
@@ -102,12 +102,13 @@ def label_indices(estimator, labels):
     return estimator.label_indexer_.indices_of(labels)
 
 
-def base_candidates(estimator, X, k, embeddings=True):
+def base_candidates(estimator, X, k, embeddings=True, tfidf=None):
     """A fitted base model's top-``k`` candidates for ``X`` (and its embeddings φ(X)).
 
     Uses the base's private one-pass ``_raw_topk(X, k, embeddings=True)`` when it has one
     (ELIASClassifier: candidates and φ from a single forward pass), else ``predict_topk``
-    and ``transform``.
+    and ``transform``. ``tfidf``: the base's own ``vectorizer_.transform(X)`` when the caller
+    has already computed it (raw texts; saves a second TF-IDF pass per call).
 
     Returns
     -------
@@ -117,12 +118,16 @@ def base_candidates(estimator, X, k, embeddings=True):
     """
     check_is_fitted(estimator)
     if hasattr(estimator, "_raw_topk"):
+        extra = {} if tfidf is None else {"tfidf": tfidf}
         if embeddings:
             try:
-                return estimator._raw_topk(X, k, embeddings=True)
+                return estimator._raw_topk(X, k, embeddings=True, **extra)
             except TypeError:  # a _raw_topk without embeddings
                 pass
-        idx, scores = estimator._raw_topk(X, k)[:2]
+        try:
+            idx, scores = estimator._raw_topk(X, k, **extra)[:2]
+        except TypeError:  # a _raw_topk without the tfidf shortcut
+            idx, scores = estimator._raw_topk(X, k)[:2]
     else:
         labels, scores = estimator.predict_topk(X, k)
         idx = label_indices(estimator, labels)

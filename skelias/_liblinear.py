@@ -11,15 +11,15 @@ from __future__ import annotations
 import ctypes
 import logging
 
+import joblib
 import numpy as np
 import scipy.sparse as sp
-import joblib
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 logger = logging.getLogger("skelias")
 
-__all__ = ["train_label_classifiers", "LOSSES"]
+__all__ = ["LOSSES", "train_label_classifiers"]
 
 #: loss name -> LIBLINEAR solver id (L2-regularised)
 LOSSES = {"squared_hinge": 1, "logistic": 0, "hinge": 3}
@@ -147,7 +147,7 @@ def _solve_chunk(X, R, labels, param_str, bias, threshold, n_dense, remap):
         w_rows.append(np.full(int(keep.sum()), label, dtype=np.int64))
         w_cols.append(cols[keep])
         w_vals.append(w[keep].astype(np.float32))
-    cat = lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dt)  # noqa: E731
+    cat = lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dt)
     return cat(w_rows, np.int64), cat(w_cols, np.int64), cat(w_vals, np.float32), labels, intercept
 
 

@@ -41,10 +41,17 @@ class ELIASNetwork(nn.Module):
     dense_label_scoring : bool
         Score all L labels with one matmul and gather the shortlist (fast up to ~10⁵
         labels on CPU) instead of gathering K classifier rows per example.
+    a_values : ndarray (C+1, κ), optional
+        Initial values of A's non-zeros; default random(0, 1) (Eq. 10).
+    seed : int
+    label_bias_init : float, default=0.0
+        Initial b_l of every label classifier. :class:`~skelias.ELIASClassifier` passes the log-odds
+        of a scored label being positive, log(ȳ / (K − ȳ)) with ȳ the mean number of labels per row.
     """
 
     def __init__(self, encoder, n_labels, a_indices, a_mask, *, alpha=10.0, beta=150.0, beam_size=20,
-                 shortlist_size=2000, learn_adjacency=False, dense_label_scoring=True, a_values=None, seed=0):
+                 shortlist_size=2000, learn_adjacency=False, dense_label_scoring=True, a_values=None, seed=0,
+                 label_bias_init=0.0):
         super().__init__()
         self.encoder = encoder
         d = encoder.dim
@@ -55,7 +62,7 @@ class ELIASNetwork(nn.Module):
         self.dense_label_scoring = bool(dense_label_scoring)
         self.cluster_classifier = nn.Linear(d, C)
         self.label_weight = nn.Parameter(torch.empty(n_labels, d))
-        self.label_bias = nn.Parameter(torch.zeros(n_labels))
+        self.label_bias = nn.Parameter(torch.full((n_labels,), float(label_bias_init)))
         nn.init.normal_(self.label_weight, std=1.0 / math.sqrt(d))
         self.register_buffer("a_indices", torch.as_tensor(a_indices, dtype=torch.int64))
         self.register_buffer("a_mask", torch.as_tensor(a_mask, dtype=torch.bool))
@@ -71,9 +78,21 @@ class ELIASNetwork(nn.Module):
 
     # ------------------------------------------------------------------ index pieces
     def log_edge_scores(self):
-        """(C+1, κ) log edge scores: Eq. 5 in stage 2, 0 on the fixed support in stage 1."""
+        """(C+1, κ) log edge scores: Eq. 5 in stage 2, 0 on the fixed support in stage 1.
+
+        Outside training (no autograd) the result is cached until A's values change (their tensor
+        version counter moves with every optimiser step): a single-query prediction does not recompute
+        a (C+1) × κ softmax.
+        """
         if self.learn_adjacency:
-            return edge_log_scores(self.a_values, self.a_mask, self.beta)
+            if self.training or torch.is_grad_enabled():
+                return edge_log_scores(self.a_values, self.a_mask, self.beta)
+            key = (self.a_values.data_ptr(), self.a_values._version, self.a_values.device, self.beta)
+            cache = getattr(self, "_edge_cache", None)
+            if cache is None or cache[0] != key:
+                cache = (key, edge_log_scores(self.a_values, self.a_mask, self.beta))
+                self._edge_cache = cache
+            return cache[1]
         if self.fixed_log_edges is not None:
             return self.fixed_log_edges
         return torch.zeros_like(self.a_values).masked_fill(~self.a_mask, NEG_INF)
@@ -95,12 +114,17 @@ class ELIASNetwork(nn.Module):
         self.parent.copy_(label_parents(self.a_indices, self.a_mask, vals, self.n_labels))
 
     def label_logits(self, emb, labels):
-        """w_lᵀφ + b_l for the shortlisted labels (pad label L gives an arbitrary finite value)."""
+        """w_lᵀφ + b_l for the shortlisted labels (pad label L gives an arbitrary finite value).
+
+        Dense scoring (one N × L matmul, then a gather) in training when ``dense_label_scoring``, and
+        in prediction when the batch's shortlists hold at least L entries; otherwise gather the N·K
+        classifier rows, which reads less memory (a single query reads K rows instead of all L).
+        """
         safe = labels.clamp(max=self.n_labels - 1)
-        if self.dense_label_scoring:
+        if self.dense_label_scoring and (self.training or labels.numel() >= self.n_labels):
             full = emb @ self.label_weight.T + self.label_bias
             return torch.gather(full, 1, safe)
-        w = self.label_weight[safe]  # (N, K, d)
+        w = nn.functional.embedding(safe, self.label_weight)  # (N, K, d) rows of W_L
         return torch.bmm(w, emb.unsqueeze(-1)).squeeze(-1) + self.label_bias[safe]
 
     # ------------------------------------------------------------------ forward

@@ -14,14 +14,15 @@ from ._network import elias_loss, gold_tensors
 
 logger = logging.getLogger("skelias")
 
-__all__ = ["train_stage", "predict_topk_scores", "cluster_matching_matrix"]
+__all__ = ["cluster_matching_matrix", "predict_topk_scores", "train_stage"]
 
 
-def _param_groups(net, lr, lr_encoder, weight_decay, lr_adjacency=None):
+def _param_groups(net, lr, lr_encoder, weight_decay, lr_adjacency=None, lr_pretrained=None):
     """Two groups x {decay, no decay}: encoder (lr_encoder) and index/classifiers (lr).
 
-    A's edge values get ``lr_adjacency`` (``lr`` when None). Weight decay applies to weight
-    matrices only (not to biases, norms or A's edge values).
+    A's edge values get ``lr_adjacency`` (``lr`` when None); a fine-tuned pretrained transformer
+    inside the hybrid encoder (``encoder.transformer.*``) gets ``lr_pretrained`` (``lr_encoder``
+    when None). Weight decay applies to weight matrices only (not to biases, norms or A's edge values).
     """
     groups = {}
     for name, p in net.named_parameters():
@@ -29,17 +30,18 @@ def _param_groups(net, lr, lr_encoder, weight_decay, lr_adjacency=None):
             continue
         fast = name.startswith("encoder.")
         decay = p.ndim >= 2 and "norm" not in name.lower() and name != "a_values"
-        key = ("encoder" if fast else "index", decay)
+        pretrained = lr_pretrained is not None and name.startswith("encoder.transformer.")
+        key = ("encoder", decay, pretrained) if fast else ("index", decay, False)
         groups.setdefault(key, []).append(p)
     out = []
-    for (part, decay), params in groups.items():
+    for (part, decay, pretrained), params in groups.items():
         if part == "index" and lr_adjacency is not None and any(p is net.a_values for p in params):
             rest = [p for p in params if p is not net.a_values]
             out.append({"params": [net.a_values], "lr": lr_adjacency, "weight_decay": 0.0, "part": part})
             if not rest:
                 continue
             params = rest
-        out.append({"params": params, "lr": lr_encoder if part == "encoder" else lr,
+        out.append({"params": params, "lr": (lr_pretrained if pretrained else lr_encoder) if part == "encoder" else lr,
                     "weight_decay": weight_decay if decay else 0.0, "part": part})
     return out
 
@@ -52,7 +54,8 @@ def _adamw(groups):
 
 
 def train_stage(net, X, Y, *, make_batch, n_epochs, batch_size, lr, lr_encoder, weight_decay, warmup,
-                loss_lambda, accumulation_steps, rng, device, use_amp, verbose, desc, evaluate=None, lr_adjacency=None):
+                loss_lambda, accumulation_steps, rng, device, use_amp, verbose, desc, evaluate=None, lr_adjacency=None,
+                lr_pretrained=None):
     """Train ``net`` for ``n_epochs`` epochs on (X, Y); return per-epoch history.
 
     The encoder steps every batch; the index and label classifiers (W_C, A, W_L) accumulate
@@ -66,7 +69,7 @@ def train_stage(net, X, Y, *, make_batch, n_epochs, batch_size, lr, lr_encoder, 
     N = X.shape[0]
     n_batches = max(1, -(-N // batch_size))
     total = max(1, n_epochs * n_batches)
-    groups = _param_groups(net, lr, lr_encoder, weight_decay, lr_adjacency)
+    groups = _param_groups(net, lr, lr_encoder, weight_decay, lr_adjacency, lr_pretrained)
     enc_groups = [g for g in groups if g["part"] == "encoder"]
     idx_groups = [g for g in groups if g["part"] == "index"]
     opts = [o for o in (_adamw(enc_groups) if enc_groups else None, _adamw(idx_groups) if idx_groups else None) if o]

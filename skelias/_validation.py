@@ -11,8 +11,16 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.utils.validation import check_array
 
-__all__ = ["is_text_input", "check_texts", "check_features", "check_X", "check_n_rows", "default_vectorizer",
-           "apply_vectorizer", "topk_to_indicator"]
+__all__ = [
+    "apply_vectorizer",
+    "check_X",
+    "check_features",
+    "check_n_rows",
+    "check_texts",
+    "default_vectorizer",
+    "is_text_input",
+    "topk_to_indicator",
+]
 
 
 def is_text_input(X) -> bool:

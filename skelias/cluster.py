@@ -42,7 +42,7 @@ from sklearn.utils import check_random_state
 
 from ._labels import check_label_matrix
 
-__all__ = ["pifa", "balanced_kmeans", "cluster_labels", "default_n_clusters", "LabelTree"]
+__all__ = ["LabelTree", "balanced_kmeans", "cluster_labels", "default_n_clusters", "pifa"]
 
 logger = logging.getLogger(__name__)
 

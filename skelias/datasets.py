@@ -28,11 +28,11 @@ import numpy as np
 import scipy.sparse as sp
 
 __all__ = [
-    "load_xmc_sparse",
     "dump_xmc_sparse",
-    "load_text_dataset",
     "load_cooking_stackexchange",
     "load_dataset",
+    "load_text_dataset",
+    "load_xmc_sparse",
 ]
 
 

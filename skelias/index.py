@@ -19,16 +19,16 @@ import scipy.sparse as sp
 import torch
 
 __all__ = [
+    "approximate_adjacency",
     "cluster_log_scores",
     "edge_log_scores",
-    "shortlist_clusters",
     "expand_paths",
+    "label_parents",
     "max_over_paths",
     "max_over_paths_dense",
-    "shortlist_labels",
     "padded_adjacency",
-    "approximate_adjacency",
-    "label_parents",
+    "shortlist_clusters",
+    "shortlist_labels",
 ]
 
 NEG_INF = float("-inf")

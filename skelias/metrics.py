@@ -45,19 +45,19 @@ import scipy.sparse as sp
 from ._labels import check_label_matrix, is_label_matrix, to_common_label_space
 
 __all__ = [
-    "top_k",
-    "precision_at_k",
-    "recall_at_k",
-    "ndcg_at_k",
-    "psprecision_at_k",
-    "psndcg_at_k",
     "inverse_propensity",
-    "xmc_metrics",
     "make_topk_scorer",
-    "precision_at_k_scorer",
-    "recall_at_k_scorer",
+    "ndcg_at_k",
     "ndcg_at_k_scorer",
+    "precision_at_k",
+    "precision_at_k_scorer",
+    "psndcg_at_k",
+    "psprecision_at_k",
     "psprecision_at_k_scorer",
+    "recall_at_k",
+    "recall_at_k_scorer",
+    "top_k",
+    "xmc_metrics",
 ]
 
 

@@ -137,7 +137,6 @@ def test_predict_before_fit():
 
 def test_sklearn_estimator_checks():
     from sklearn.utils.estimator_checks import check_estimator
-
     from test_neighbors import MULTILABEL_EXPECTED_FAILURES
 
     est = ELIASClassifier(encoder="dense", embed_dim=8, n_epochs_stage1=1, n_epochs_stage2=1, batch_size=32,
@@ -166,7 +165,9 @@ def test_index_analysis_and_pruning(fitted, cooking):
     per_cluster = np.diff(P.indptr)
     assert per_cluster.max() <= 3 + np.bincount(np.asarray(A.tocsc().argmax(axis=0)).ravel()).max()
     assert small.predict_topk(q, 5)[0].shape == (40, 5)
-    import joblib, io
+    import io
+
+    import joblib
     buf = io.BytesIO()
     joblib.dump(small, buf)
     buf.seek(0)
@@ -235,3 +236,43 @@ def test_validation_keeps_the_stage1_model_when_stage2_is_worse(cooking, monkeyp
     assert [h["stage"] for h in clf.history_] == [1, 1, 2]  # stage 2 ran, its model was dropped
     ref = ELIASClassifier(**TINY).fit(texts[:600], labels[:600])
     assert ref.selected_stage_ == 2 and ref.network_.learn_adjacency
+
+
+def test_single_queries_gather_and_batches_score_densely_with_equal_results(fitted, cooking):
+    texts, _ = cooking
+    q = texts[1000:1030]
+    net = fitted.network_
+    assert net.dense_label_scoring and net.shortlist_size < net.n_labels  # a single query takes the gather path
+    names, scores = fitted.predict_topk(q, k=10)  # 30 × K ≥ L entries: one dense matmul
+    for i in range(len(q)):
+        n1, s1 = fitted.predict_topk(q[i : i + 1], k=10)
+        np.testing.assert_allclose(s1[0], scores[i], rtol=1e-5, atol=1e-7)
+        assert list(n1[0][:3]) == list(names[i][:3])
+
+
+def test_edge_scores_are_cached_in_prediction_and_follow_updates(fitted):
+    import copy
+
+    import torch
+
+    net = copy.deepcopy(fitted.network_).eval()  # the module-scoped fixture stays untouched
+    assert net.learn_adjacency  # the fitted model went through stage 2
+    with torch.no_grad():
+        first = net.log_edge_scores()
+        assert net.log_edge_scores() is first  # cached between prediction calls
+        net.a_values.add_(0.5 * torch.rand_like(net.a_values))  # an in-place update (as an optimiser step)
+        updated = net.log_edge_scores()
+    assert updated is not first and not torch.equal(updated, first)
+    with torch.enable_grad():
+        assert net.log_edge_scores().requires_grad  # training never sees a cached, detached tensor
+
+
+def test_label_bias_starts_at_the_log_odds_of_a_scored_label(cooking):
+    texts, labels = cooking
+    params = dict(TINY, n_epochs_stage1=1, n_epochs_stage2=0, lr=1e-12, lr_encoder=1e-12, weight_decay=0.0)
+    clf = ELIASClassifier(**params).fit(texts[:600], labels[:600])  # (almost) no learning: b_l stays at its init
+    Y = LabelIndexer().fit(labels[:600]).transform(labels[:600])
+    K = min(TINY["shortlist_size"], Y.shape[1])
+    y_bar = Y.nnz / Y.shape[0]
+    expected = np.log(y_bar / (K - y_bar))
+    np.testing.assert_allclose(clf.network_.label_bias.detach().numpy(), expected, atol=1e-4)

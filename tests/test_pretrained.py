@@ -120,3 +120,34 @@ def test_hybrid_memory_reuses_embeddings_across_fits(tiny_bert, tmp_path, monkey
     np.testing.assert_array_equal(a.predict_topk(texts[:20], 3)[0], ELIASClassifier(**{**params, "memory": None}).fit(
         texts[:300], labels[:300]).predict_topk(texts[:20], 3)[0])
     assert b.predict_topk(texts[:5], 2)[0].shape == (5, 2)
+
+
+def test_hybrid_finetuning_trains_the_transformer_and_roundtrips(tiny_bert, tmp_path):
+    import joblib
+    import torch
+    from transformers import AutoModel
+
+    texts, labels = load_cooking_stackexchange("train")
+    params = dict(pretrained_model=tiny_bert, pretrained_max_length=16, embed_dim=32, n_epochs_stage1=1,
+                  n_epochs_stage2=1, shortlist_size=100, max_leaf_size=50, batch_size=64, random_state=0)
+    frozen = ELIASClassifier(**params).fit(texts[:400], labels[:400])  # "auto" on a CPU-only run: frozen
+    assert frozen.finetuned_pretrained_ is False and frozen.network_.encoder.transformer is None
+
+    clf = ELIASClassifier(finetune_pretrained=True, lr_pretrained=1e-3, **params).fit(texts[:400], labels[:400])
+    assert clf.finetuned_pretrained_ is True
+    original = AutoModel.from_pretrained(tiny_bert, local_files_only=True).state_dict()
+    tuned = clf.network_.encoder.transformer.transformer.state_dict()
+    name = "embeddings.word_embeddings.weight"
+    assert not torch.allclose(original[name], tuned[name])  # the transformer itself was trained
+    names, scores = clf.predict_topk(texts[400:430], 5)
+    assert names.shape == (30, 5) and np.isfinite(scores[:, 0]).all()
+    emb = clf.transform(texts[400:410])
+    assert emb.shape == (10, 32) and emb.dtype == np.float32
+
+    joblib.dump(clf, tmp_path / "ft.joblib")
+    loaded = joblib.load(tmp_path / "ft.joblib")  # the fine-tuned weights travel in the pickle
+    n2, s2 = loaded.predict_topk(texts[400:430], 5)
+    np.testing.assert_array_equal(names, n2)
+    np.testing.assert_allclose(scores, s2, rtol=1e-5)
+    with pytest.raises(ValueError, match="finetune_pretrained"):
+        ELIASClassifier(pretrained_model=tiny_bert, finetune_pretrained="yes").fit(texts[:10], labels[:10])

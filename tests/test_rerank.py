@@ -7,6 +7,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
+from test_elias import TINY
 
 from skelias import (
     ELIASClassifier,
@@ -19,8 +20,6 @@ from skelias import (
 from skelias._liblinear import train_label_classifiers
 from skelias.datasets import load_cooking_stackexchange
 from skelias.rerank import pair_margins, ranker_features, transform_margins
-
-from test_elias import TINY  # noqa: E402  (the same tiny ELIAS settings)
 
 
 @pytest.fixture(scope="module")
@@ -263,10 +262,27 @@ def test_full_chain_on_raw_texts_pipeline_and_roundtrip(cooking, tmp_path):
 def test_sklearn_estimator_checks(make):
     """Every applicable scikit-learn API check passes; the exceptions are the documented multi-label ones."""
     from sklearn.utils.estimator_checks import check_estimator
-
     from test_neighbors import MULTILABEL_EXPECTED_FAILURES
 
     results = check_estimator(make(), expected_failed_checks=MULTILABEL_EXPECTED_FAILURES, on_fail=None)
     failed = {r["check_name"]: str(r["exception"])[:300] for r in results if r["status"] == "failed"}
     assert not failed, failed
     assert sum(r["status"] == "passed" for r in results) >= 30
+
+
+def test_ranker_features_match_sklearn_normalize():
+    from sklearn.preprocessing import normalize
+
+    from skelias.rerank import ranker_features
+
+    rng = np.random.default_rng(0)
+    X = sp.random(40, 30, density=0.2, format="csr", dtype=np.float32, random_state=0).tolil()
+    X[3], X[38], X[39] = 0, 0, 0  # empty rows, also trailing ones
+    X = X.tocsr()
+    X.eliminate_zeros()
+    E = rng.random((40, 4)).astype(np.float32)
+    np.testing.assert_allclose(ranker_features(X, None).toarray(), normalize(X).toarray(), rtol=1e-6)
+    both = ranker_features(X, E, 0.5)
+    assert both.dtype == np.float32 and both.shape == (40, 34)
+    np.testing.assert_allclose(both.toarray(), np.hstack([normalize(X).toarray(), 0.5 * normalize(E)]), rtol=1e-6)
+    assert X.data.min() > 0 and not np.allclose(X.toarray(), normalize(X).toarray())  # input left untouched

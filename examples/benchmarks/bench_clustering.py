@@ -10,14 +10,18 @@ the process, the number of clusters and the range of cluster sizes.
 """
 
 import argparse
+import os
 import resource
+import sys
 import time
 
 import numpy as np
-import scipy.sparse as sp
 
 from skelias import LabelIndexer, balanced_kmeans, pifa
 from skelias.datasets import load_text_dataset
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import synthetic_problem
 
 
 def peak_rss_gib():
@@ -56,34 +60,9 @@ def tibkat(args):
 
 def synthetic(args):
     """Power-law labels over topic-structured sparse documents."""
-    rng = np.random.default_rng(0)
     L, N, D = args.n_labels, args.n_docs, args.n_features
-    n_topics, words_per_doc, labels_per_doc = 2000, 20, 3
     t0 = time.perf_counter()
-    # each label belongs to a topic; each doc picks a topic, labels of that topic (Zipf within the topic) and words
-    label_topic = rng.integers(0, n_topics, L)
-    order = np.argsort(label_topic, kind="stable")
-    topic_start = np.searchsorted(label_topic[order], np.arange(n_topics + 1))
-    doc_topic = rng.integers(0, n_topics, N)
-    sizes = topic_start[doc_topic + 1] - topic_start[doc_topic]
-    ranks = np.minimum(rng.zipf(1.3, (N, labels_per_doc)) - 1, sizes[:, None] - 1)
-    lab = order[topic_start[doc_topic][:, None] + ranks]
-    # cover every label at least once
-    lab[: L // labels_per_doc + 1].flat[:L] = rng.permutation(L)[: min(L, (L // labels_per_doc + 1) * labels_per_doc)]
-    Y = sp.csr_matrix((np.ones(lab.size, np.float32), lab.ravel(), np.arange(0, lab.size + 1, labels_per_doc)), shape=(N, L))
-    Y.sum_duplicates()
-    Y.data[:] = 1
-    topic_words = rng.integers(0, D, (n_topics, 50))
-    words = np.where(
-        rng.random((N, words_per_doc)) < 0.7,
-        topic_words[doc_topic[:, None], rng.integers(0, 50, (N, words_per_doc))],
-        rng.integers(0, D, (N, words_per_doc)),
-    )
-    X = sp.csr_matrix(
-        (rng.random(words.size).astype(np.float32) + 0.1, words.ravel(), np.arange(0, words.size + 1, words_per_doc)),
-        shape=(N, D),
-    )
-    X.sum_duplicates()
+    X, Y = synthetic_problem(L, N, D)
     report(f"generate N={N} D={D} L={L}", t0)
     t_all = time.perf_counter()
     Z = pifa(Y, X)

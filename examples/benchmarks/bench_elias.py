@@ -20,7 +20,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import parse_params, peer_tfidf, print_table, run_child, union_metrics  # noqa: E402
+from _common import parse_params, peer_tfidf, print_table, run_child, union_metrics
 
 
 def model_params(name, n_labels):

@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import parse_params, print_table, union_metrics  # noqa: E402
+from _common import parse_params, print_table, slug, union_metrics
 
 
 def latency_ms(model, texts, n_queries):
@@ -45,12 +45,23 @@ def latency_ms(model, texts, n_queries):
     return 1000 * float(np.median(out))
 
 
-def evaluate(model, te, yte, ytr):
+def evaluate(model, te, yte, ytr, topk_out=None):
     t0 = time.perf_counter()
     names, scores = model.predict_topk(te, 100)
     pred_s = time.perf_counter() - t0
     idx = model.label_indexer_.indices_of(names)
-    return union_metrics(model.classes_, idx, scores, ytr, yte), pred_s
+    return union_metrics(model.classes_, idx, scores, ytr, yte, topk_out), pred_s
+
+
+def model_mib(model):
+    """Size of the joblib-dumped model, MiB."""
+    import tempfile
+
+    import joblib
+
+    with tempfile.TemporaryDirectory() as tmp:
+        joblib.dump(model, os.path.join(tmp, "m.joblib"))
+        return os.path.getsize(os.path.join(tmp, "m.joblib")) / 2**20
 
 
 def main():
@@ -68,6 +79,7 @@ def main():
     p.add_argument("--out", default=None)
     p.add_argument("--save", default=None, help="joblib-dump the fitted ELIAS model here")
     p.add_argument("--load", default=None, help="use this joblib-dumped ELIAS model instead of fitting one")
+    p.add_argument("--topk-dir", default=None, help="save each model's top-100 test predictions here (for plots)")
     args = p.parse_args()
 
     from sklearn.frozen import FrozenEstimator
@@ -90,12 +102,15 @@ def main():
     rows = []
 
     def record(name, model, fit_s):
-        metrics, pred_s = evaluate(model, te, yte, ytr)
+        full = f"{name}, {enc}"
+        out = os.path.join(args.topk_dir, f"skelias_{slug(full)}.npz") if args.topk_dir else None
+        metrics, pred_s = evaluate(model, te, yte, ytr, out)
         memory, elias.memory = elias.memory, None  # latency includes embedding the query (no cache hit)
         lat = latency_ms(model, te, args.n_queries) if args.n_queries else None
         elias.memory = memory
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        rec = {"model": f"{name}, {enc}", "data": args.data, "fit_s": fit_s, "predict_s": pred_s, "latency_ms": lat, "peak_rss_gib": rss,
+        rec = {"model": full, "data": args.data, "fit_s": fit_s, "predict_s": pred_s, "latency_ms": lat,
+               "model_mb": model_mib(model), "peak_rss_gib": rss,
                "params": params, "ranker_params": rparams, **metrics}
         rows.append(rec)
         print("RESULT " + json.dumps(rec), flush=True)
@@ -131,7 +146,7 @@ def main():
         ens = TopKEnsemble(chain, n_estimators=args.ensemble, random_state=args.seed).fit(tr, ytr)
         record(f"+ {args.ensemble}x ensemble", ens, time.perf_counter() - t0)
 
-    print_table(rows, extra=[("latency_ms", "latency ms", "{:.2f}")])
+    print_table(rows, extra=[("latency_ms", "latency ms", "{:.2f}"), ("model_mb", "model MiB", "{:.1f}")])
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import peer_tfidf, print_table, run_child, union_metrics  # noqa: E402
+from _common import peer_tfidf, print_table, run_child, slug, union_metrics
 
 
 def dir_size(path):
@@ -135,7 +135,8 @@ def run_one(args):
     with tempfile.TemporaryDirectory() as wd:
         P, train_s, pred_s, lat, size = fn(Xtr, Ytr, Xte, 100, wd, args.n_queries)
     idx, scores = top_k(P, min(100, P.shape[1]))
-    m = union_metrics(li.classes_, idx, scores, ytr, yte)
+    out = os.path.join(args.topk_dir, f"peer_{slug(name)}.npz") if args.topk_dir else None
+    m = union_metrics(li.classes_, idx, scores, ytr, yte, out)
     rec = {"model": name, "data": args.data, "fit_s": train_s, "predict_s": pred_s,
            "latency_ms": 1000 * float(np.median(lat)) if lat else None, "model_mb": size / 2**20,
            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, **m}
@@ -150,6 +151,7 @@ def main():
     p.add_argument("--n-queries", type=int, default=1000)
     p.add_argument("--timeout", type=float, default=3600)
     p.add_argument("--out", default=None)
+    p.add_argument("--topk-dir", default=None, help="save each method's top-100 test predictions here (for plots)")
     args = p.parse_args()
     if args.method:
         return run_one(args)
@@ -163,6 +165,8 @@ def main():
             print(f"{method}: not installed (pip install 'skelias[bench]'); skipped", file=sys.stderr)
             continue
         cmd = [sys.executable, __file__, args.data, "--method", method, "--n-queries", str(args.n_queries)]
+        if args.topk_dir:
+            cmd += ["--topk-dir", args.topk_dir]
         rec = run_child(cmd, method, out=args.out, timeout=args.timeout, env=env)
         if rec is not None:
             rows.append(rec)

@@ -117,11 +117,14 @@ class ELIASNetwork(nn.Module):
         """w_lᵀφ + b_l for the shortlisted labels (pad label L gives an arbitrary finite value).
 
         Dense scoring (one N × L matmul, then a gather) in training when ``dense_label_scoring``, and
-        in prediction when the batch's shortlists hold at least L entries; otherwise gather the N·K
-        classifier rows, which reads less memory (a single query reads K rows instead of all L).
+        in prediction when the batch's shortlists hold at least L entries and L ≤ 16·K; otherwise gather
+        the N·K classifier rows, which reads less memory (a single query reads K rows instead of all L).
         """
         safe = labels.clamp(max=self.n_labels - 1)
-        if self.dense_label_scoring and (self.training or labels.numel() >= self.n_labels):
+        # prediction: a GEMM over all L rows costs ~L/(20·K) times a gather of the K shortlisted rows
+        # (compute- vs memory-bound on CPU), so beyond L = 16·K the gather wins even for large batches
+        dense_pays = labels.numel() >= self.n_labels and self.n_labels <= 16 * labels.shape[-1]
+        if self.dense_label_scoring and (self.training or dense_pays):
             full = emb @ self.label_weight.T + self.label_bias
             return torch.gather(full, 1, safe)
         w = nn.functional.embedding(safe, self.label_weight)  # (N, K, d) rows of W_L

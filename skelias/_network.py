@@ -169,7 +169,10 @@ class ELIASNetwork(nn.Module):
         log_es = self.log_edge_scores()
         labels, log_path = expand_paths(clusters, log_cs, self.a_indices, log_es)
         out = {"embedding": emb}
-        if self.multi_edge and labels.shape[0] * (L + 1) <= self.dense_max_threshold:
+        # Eq. 6 with a dense N × (L+1) buffer costs O(N·L); sorting the N·P paths costs O(N·P log): the
+        # buffer only pays while L is within a small multiple of the paths per row P (and fits in memory)
+        use_dense = labels.shape[0] * (L + 1) <= self.dense_max_threshold and L + 1 <= 16 * labels.shape[1]
+        if self.multi_edge and use_dense:
             dense = max_over_paths_dense(labels, log_path, L)  # Eq. 6, dense buffer
             top_lp, top_lab = torch.topk(dense[:, :L], min(K, L), dim=1)
             top_lab = top_lab.masked_fill(torch.isneginf(top_lp), L)

@@ -38,7 +38,6 @@ intersphinx_mapping = {}
 
 html_theme = "pydata_sphinx_theme"
 html_title = f"skelias {release}"
-html_static_path = ["_static"]
 html_theme_options = {"navigation_depth": 2, "show_toc_level": 2}
 
 

@@ -42,11 +42,13 @@ def ranker_features(bow, emb, embedding_weight=1.0):
     return out
 
 
-def pair_margins(psi, W, intercept, indices, chunk_size=1024):
+def pair_margins(psi, W, intercept, indices, chunk_size=1024, WT=None):
     """w_lᵀψ(x_i) + b_l for every (row i, label ``indices[i, j]``) pair; 0 at padding (-1).
 
     Sparse throughout: per chunk of rows, one sparse product with the classifiers of the
-    labels that occur in the chunk, then a gather.
+    labels that occur in the chunk, then a gather. With ``WT`` (``W.T`` as CSR, D × L), chunks of
+    at most 64 rows use ψ_chunk · Wᵀ over the features the rows use instead — no copy of the
+    classifiers' rows, which dominates single queries — then a lookup of the pairs.
 
     Returns
     -------
@@ -58,6 +60,13 @@ def pair_margins(psi, W, intercept, indices, chunk_size=1024):
         I = indices[start : start + chunk_size]
         valid = I >= 0
         if not valid.any():
+            continue
+        if WT is not None and I.shape[0] <= 64:  # small batches (measured: 1 row 0.81 → 0.52 ms at L = 23k;
+            S = sp.csr_matrix(psi[start : start + chunk_size] @ WT)  # 1,024 rows 291 → 383 ms, so not there)
+            r, j = np.nonzero(valid)
+            cols = I[r, j]
+            vals = np.asarray(S[r, cols], dtype=np.float32).ravel()
+            out[start : start + chunk_size][r, j] = vals + intercept[cols]
             continue
         U, inv = np.unique(I[valid], return_inverse=True)
         S = (psi[start : start + chunk_size] @ W[U].T).toarray()
@@ -250,6 +259,7 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
             verbose=bool(self.verbose),
         )
         self.fit_time_["ranker"] = time.perf_counter() - t0
+        self._coef_t = sp.csr_matrix(self.coef_.T)  # (D, L): prediction multiplies ψ by it
         self.n_features_in_ = getattr(self.estimator_, "n_features_in_", psi.shape[1])
         return self
 
@@ -275,12 +285,25 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         if psi.shape[1] != self.coef_.shape[1]:
             raise ValueError(f"X gives {psi.shape[1]} ranker features, but the ranker was fitted with "
                              f"{self.coef_.shape[1]}.")
-        q = transform_margins(pair_margins(psi, self.coef_, self.intercept_, idx), self._transform_name())
+        coef_t = getattr(self, "_coef_t", None)  # set by fit and unpickling (not stored in the pickle)
+        if coef_t is None or coef_t.shape[::-1] != self.coef_.shape:
+            coef_t = sp.csr_matrix(self.coef_.T)
+        q = transform_margins(pair_margins(psi, self.coef_, self.intercept_, idx, WT=coef_t), self._transform_name())
         pad = idx < 0
         return idx, np.where(pad, 0.0, p).astype(np.float32), np.where(pad, 0.0, q).astype(np.float32)
 
     def _n_scored(self):
         return self.n_candidates
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_coef_t", None)  # re-derived from coef_ when unpickled
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if getattr(self, "coef_", None) is not None:
+            self._coef_t = sp.csr_matrix(self.coef_.T)
 
     def _raw_topk(self, X, k, embeddings=False):
         idx, p, q = self.candidate_scores(X)

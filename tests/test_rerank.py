@@ -94,6 +94,8 @@ def test_pair_margins_match_brute_force():
     full = (psi @ W.T).toarray() + b
     want = np.where(idx >= 0, np.take_along_axis(full, np.maximum(idx, 0), 1), 0.0)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    got_t = pair_margins(psi, W, b, idx, chunk_size=7, WT=sp.csr_matrix(W.T))  # the transposed path
+    np.testing.assert_allclose(got_t, want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(transform_margins(np.array([1.5, 0.0, -1.0]), "l3-hinge"),
                                np.exp(-np.array([0.0, 1.0, 8.0])), rtol=1e-6)
     np.testing.assert_allclose(transform_margins(np.array([0.0]), "sigmoid"), [0.5])

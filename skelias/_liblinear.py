@@ -9,6 +9,7 @@ the solver call itself runs per label; it releases the GIL, so chunks run in thr
 from __future__ import annotations
 
 import ctypes
+import itertools
 import logging
 
 import joblib
@@ -99,8 +100,8 @@ def _problems(X, R, labels, bias, n_dense=0, remap=True):
     nodes["value"][node_ptr[1:] - 2] = bias
     nodes["index"][node_ptr[1:] - 1] = -1
     sparse_cols = B.indices.astype(np.int64)
-    return dict(nodes=nodes, node_ptr=node_ptr, row_ptr=row_ptr, target=target, n_cols=n_cols,
-                sparse_cols=sparse_cols, col_ptr=bstart, dense_cols=np.arange(D_sparse, D))
+    return {"nodes": nodes, "node_ptr": node_ptr, "row_ptr": row_ptr, "target": target, "n_cols": n_cols,
+            "sparse_cols": sparse_cols, "col_ptr": bstart, "dense_cols": np.arange(D_sparse, D)}
 
 
 def _row_index(nnz_row):
@@ -163,7 +164,7 @@ def _chunks(R, chunk_nnz, X_row_nnz):
     cum = cs[R.indptr[1:]]  # feature non-zeros of labels 0..l together
     bounds = np.searchsorted(cum, np.arange(chunk_nnz, cum[-1] + chunk_nnz, chunk_nnz), side="right")
     bounds = np.unique(np.clip(np.concatenate([[0], bounds, [R.shape[1]]]), 0, R.shape[1]))
-    return [np.arange(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    return [np.arange(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
 def train_label_classifiers(X, Y, candidates, *, C=1.0, loss="squared_hinge", bias=1.0, tol=0.1,
@@ -203,7 +204,7 @@ def train_label_classifiers(X, Y, candidates, *, C=1.0, loss="squared_hinge", bi
         raise ValueError(f"loss must be one of {sorted(LOSSES)}; got {loss!r}.")
     X = sp.csr_matrix(X, dtype=np.float32)
     X.sort_indices()
-    n, L = Y.shape
+    L = Y.shape[1]
     cand = sp.csr_matrix(candidates, dtype=np.float32, copy=True)
     cand.data[:] = 1.0
     pos = sp.csr_matrix(Y, dtype=np.float32, copy=True)

@@ -17,7 +17,7 @@ logger = logging.getLogger("skelias")
 __all__ = ["cluster_matching_matrix", "predict_topk_scores", "train_stage"]
 
 
-def _param_groups(net, lr, lr_encoder, weight_decay, lr_adjacency=None, lr_pretrained=None):
+def _param_groups(net, lr, lr_encoder, weight_decay, lr_adjacency=None, lr_pretrained=None, exclude=()):
     """Two groups x {decay, no decay}: encoder (lr_encoder) and index/classifiers (lr).
 
     A's edge values get ``lr_adjacency`` (``lr`` when None); a fine-tuned pretrained transformer
@@ -25,8 +25,9 @@ def _param_groups(net, lr, lr_encoder, weight_decay, lr_adjacency=None, lr_pretr
     when None). Weight decay applies to weight matrices only (not to biases, norms or A's edge values).
     """
     groups = {}
+    skip = {id(p) for p in exclude}
     for name, p in net.named_parameters():
-        if not p.requires_grad:
+        if not p.requires_grad or id(p) in skip:
             continue
         fast = name.startswith("encoder.")
         decay = p.ndim >= 2 and "norm" not in name.lower() and name != "a_values"
@@ -55,7 +56,7 @@ def _adamw(groups):
 
 def train_stage(net, X, Y, *, make_batch, n_epochs, batch_size, lr, lr_encoder, weight_decay, warmup,
                 loss_lambda, accumulation_steps, rng, device, use_amp, verbose, desc, evaluate=None, lr_adjacency=None,
-                lr_pretrained=None):
+                lr_pretrained=None, embedding_optimizer="adamw"):
     """Train ``net`` for ``n_epochs`` epochs on (X, Y); return per-epoch history.
 
     The encoder steps every batch; the index and label classifiers (W_C, A, W_L) accumulate
@@ -64,15 +65,24 @@ def train_stage(net, X, Y, *, make_batch, n_epochs, batch_size, lr, lr_encoder, 
     over the first ``warmup`` fraction of steps and then decay linearly to 0.
 
     ``evaluate(net) -> float`` (optional) is called after each epoch; the best state is
-    restored at the end (model selection).
+    restored at the end (model selection). ``embedding_optimizer="sparse_adam"``: the encoder's
+    ``nn.EmbeddingBag`` tables take sparse gradients and a lazy ``torch.optim.SparseAdam`` step
+    (``lr_encoder``, no weight decay) instead of AdamW.
     """
     N = X.shape[0]
     n_batches = max(1, -(-N // batch_size))
     total = max(1, n_epochs * n_batches)
-    groups = _param_groups(net, lr, lr_encoder, weight_decay, lr_adjacency, lr_pretrained)
+    bags = [m for m in net.encoder.modules() if isinstance(m, torch.nn.EmbeddingBag)]
+    lazy = embedding_optimizer == "sparse_adam" and bags
+    for m in bags:  # sparse gradients: lazy Adam moves only the rows of features present in the batch
+        m.sparse = bool(lazy)
+    groups = _param_groups(net, lr, lr_encoder, weight_decay, lr_adjacency, lr_pretrained,
+                           exclude=[m.weight for m in bags] if lazy else ())
     enc_groups = [g for g in groups if g["part"] == "encoder"]
     idx_groups = [g for g in groups if g["part"] == "index"]
     opts = [o for o in (_adamw(enc_groups) if enc_groups else None, _adamw(idx_groups) if idx_groups else None) if o]
+    if lazy:
+        opts.insert(0, torch.optim.SparseAdam([m.weight for m in bags], lr=lr_encoder))
     n_warm = int(warmup * total)
 
     def factor(step):
@@ -98,9 +108,9 @@ def train_stage(net, X, Y, *, make_batch, n_epochs, batch_size, lr, lr_encoder, 
                 out = net(xb, gold_parents=parents, gold_labels=gold)
             loss, lc, ls = elias_loss(out, keys, net.n_labels, loss_lambda)
             loss.backward()
-            if enc_groups:
-                opts[0].step()
-                opts[0].zero_grad(set_to_none=True)
+            for o in opts[: int(bool(enc_groups)) + int(bool(lazy))]:  # encoder optimizers step every batch
+                o.step()
+                o.zero_grad(set_to_none=True)
             if idx_groups and ((step + 1) % accumulation_steps == 0 or b == n_batches - 1):
                 opts[-1].step()
                 opts[-1].zero_grad(set_to_none=True)
@@ -120,6 +130,8 @@ def train_stage(net, X, Y, *, make_batch, n_epochs, batch_size, lr, lr_encoder, 
         history.append(rec)
         if verbose:
             logger.info("%s epoch %d: %s", desc, epoch + 1, {k: round(v, 5) for k, v in rec.items() if k != "epoch"})
+    for m in bags:
+        m.sparse = False
     if best_state is not None:
         net.load_state_dict(best_state)
         net.update_parents()

@@ -118,7 +118,7 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         self
         """
         self._check_params()
-        kind, Xc, n = check_fit_input(self, X, y)
+        _, Xc, n = check_fit_input(self, X, y)
         X = Xc
         rs = check_random_state(self.random_state)
         base = SparseReranker() if self.estimator is None else self.estimator
@@ -130,7 +130,7 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
             Y_fit = None
         else:
             v = self.validation_size
-            n_val = int(v) if isinstance(v, numbers.Integral) else int(round(v * n))
+            n_val = int(v) if isinstance(v, numbers.Integral) else round(v * n)
             n_val = min(n_val, n // 2)
             if n_val < 1:
                 raise ValueError(f"validation_size gives {n_val} validation rows out of {n} samples; the calibrator "

@@ -124,7 +124,12 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         support of A' = MᵀY is used), or ``"approx"``: log(A'/rowmax(A')), so that stage 2
         starts from the index the stage-1 model implies.
     weight_decay : float, default=0.01
-        On weight matrices only.
+        On weight matrices only (not on the sparse embedding table with
+        ``embedding_optimizer="sparse_adam"``).
+    embedding_optimizer : {"adamw", "sparse_adam"}, default="adamw"
+        Optimizer of the TF-IDF embedding table (the bag): dense fused AdamW, or lazy
+        ``torch.optim.SparseAdam`` on sparse gradients (only the rows of the features present in
+        a batch move; no weight decay).
     warmup : float, default=0.1
         Fraction of each stage's steps with linear warm-up (then linear decay).
     accumulation_steps : int, default=1
@@ -172,7 +177,8 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
                  finetune_pretrained="auto", lr_pretrained=None, embed_dim=512, dropout=0.2, n_clusters=None,
                  max_leaf_size=100, alpha=10.0, beta=150.0, kappa=None, beam_size=20, shortlist_size=2000,
                  loss_lambda=0.05, n_epochs_stage1=10, n_epochs_stage2=10, batch_size=256, lr=0.01,
-                 lr_encoder=None, stage2_lr_factor=1.0, lr_adjacency=None, adjacency_init="random", weight_decay=0.01, warmup=0.1, accumulation_steps=1, validation_size=None,
+                 lr_encoder=None, stage2_lr_factor=1.0, lr_adjacency=None, adjacency_init="random", weight_decay=0.01,
+                 embedding_optimizer="adamw", warmup=0.1, accumulation_steps=1, validation_size=None,
                  k=5, label_scoring="auto", memory=None, device="auto", random_state=None, verbose=0):
         self.encoder = encoder
         self.vectorizer = vectorizer
@@ -200,6 +206,7 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         self.lr_adjacency = lr_adjacency
         self.adjacency_init = adjacency_init
         self.weight_decay = weight_decay
+        self.embedding_optimizer = embedding_optimizer
         self.warmup = warmup
         self.accumulation_steps = accumulation_steps
         self.validation_size = validation_size
@@ -249,6 +256,8 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         pos_real("lr_encoder", allow_none=True)
         pos_real("lr_adjacency", allow_none=True)
         pos_real("lr_pretrained", allow_none=True)
+        if self.embedding_optimizer not in ("adamw", "sparse_adam"):
+            raise ValueError(f"embedding_optimizer must be 'adamw' or 'sparse_adam'; got {self.embedding_optimizer!r}.")
         if self.finetune_pretrained not in ("auto", True, False):
             raise ValueError(f"finetune_pretrained must be 'auto', True or False; got {self.finetune_pretrained!r}.")
         for name in ("loss_lambda", "weight_decay"):
@@ -375,8 +384,8 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         # optional validation split for model selection
         evaluate, X_tr, Y_tr = None, X, Y
         if self.validation_size:
-            n_val = self.validation_size if isinstance(self.validation_size, numbers.Integral) else int(
-                round(self.validation_size * X.shape[0])
+            n_val = self.validation_size if isinstance(self.validation_size, numbers.Integral) else round(
+                self.validation_size * X.shape[0]
             )
             if not 0 < n_val < X.shape[0]:
                 raise ValueError(f"validation_size gives {n_val} validation rows out of {X.shape[0]}.")
@@ -385,7 +394,7 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
             X_tr, Y_tr, X_val, Y_val = X[tr], Y[tr], X[val], Y[val]
 
             def evaluate(net):
-                lab, sc = predict_topk_scores(net, X_val, make_batch=make_batch, k=5,
+                lab, _ = predict_topk_scores(net, X_val, make_batch=make_batch, k=5,
                                               batch_size=self.batch_size, device=device, use_amp=use_amp)
                 return _ndcg(Y_val, np.where(lab >= 0, lab, -1), 5)
 
@@ -428,7 +437,7 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
                           1e-4 if self.encoder == "transformer" else self.lr),
                       weight_decay=self.weight_decay, warmup=self.warmup, loss_lambda=self.loss_lambda,
                       accumulation_steps=self.accumulation_steps, rng=rs, device=device, use_amp=use_amp,
-                      verbose=self.verbose, evaluate=evaluate,
+                      verbose=self.verbose, evaluate=evaluate, embedding_optimizer=self.embedding_optimizer,
                       lr_pretrained=(self.lr_pretrained if self.lr_pretrained is not None else 1e-4)
                       if self.finetuned_pretrained_ else None)
 

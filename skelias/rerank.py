@@ -8,6 +8,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
+from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import TopKOutputMixin, base_candidates, check_fit_input
@@ -328,7 +329,7 @@ def _is_fitted(est):
     try:
         check_is_fitted(est)
         return True
-    except Exception:  # NotFittedError, or an estimator without fitted attributes
+    except (NotFittedError, TypeError):  # not fitted, or not an estimator
         return False
 
 

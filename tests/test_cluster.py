@@ -76,7 +76,7 @@ def test_level_scores_match_brute_force(B):
 @settings(max_examples=40, deadline=None)
 @given(L=st.integers(2, 300), frac=st.floats(0.0, 1.0), B=st.integers(2, 5), seed=st.integers(0, 3), dense=st.booleans())
 def test_exact_balance_and_consistent_hierarchy(L, frac, B, seed, dense):
-    C = max(1, int(round(frac * L)))
+    C = max(1, round(frac * L))
     rs = np.random.RandomState(seed)
     Z = rs.randn(L, 4) if dense else sp.random(L, 20, density=0.3, format="csr", random_state=rs)
     tree = balanced_kmeans(Z, n_clusters=C, branching=B, random_state=seed, max_iter=5)
@@ -147,7 +147,7 @@ def test_bad_inputs():
         balanced_kmeans([np.ones((3, 2)), np.ones((4, 2))])
     with pytest.raises(TypeError, match="sparse matrix, an ndarray"):
         balanced_kmeans("abc")
-    X, Xd, Y = _problem()
+    X, _Xd, Y = _problem()
     with pytest.raises(ValueError, match="rows"):
         pifa(Y[:10], X)
     with pytest.raises(ValueError, match="at least one feature block"):

@@ -89,7 +89,7 @@ def test_text_directories(tmp_path):
 
 def test_embedded_cooking_dataset():
     texts, labels = load_cooking_stackexchange("train")
-    test_texts, test_labels = load_cooking_stackexchange("test")
+    test_texts, _test_labels = load_cooking_stackexchange("test")
     assert len(texts) == len(labels) == 12404 and len(test_texts) == 3000
     assert labels[0] == ["sauce", "cheese"]
     assert len({l for row in labels for l in row}) == 735

@@ -234,6 +234,11 @@ def test_validation_keeps_the_stage1_model_when_stage2_is_worse(cooking, monkeyp
     clf = ELIASClassifier(**{**TINY, "validation_size": 100}).fit(texts[:600], labels[:600])
     assert clf.selected_stage_ == 1 and not clf.network_.learn_adjacency
     assert [h["stage"] for h in clf.history_] == [1, 1, 2]  # stage 2 ran, its model was dropped
+    # the kept model is exactly the stage-1-only model of the same seed
+    only1 = ELIASClassifier(**{**TINY, "validation_size": 100, "n_epochs_stage2": 0}).fit(texts[:600], labels[:600])
+    (a, sa), (b, sb) = clf.predict_topk(texts[600:700], 10), only1.predict_topk(texts[600:700], 10)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(sa, sb, rtol=1e-6)
     ref = ELIASClassifier(**TINY).fit(texts[:600], labels[:600])
     assert ref.selected_stage_ == 2 and ref.network_.learn_adjacency
 
@@ -276,3 +281,26 @@ def test_label_bias_starts_at_the_log_odds_of_a_scored_label(cooking):
     y_bar = Y.nnz / Y.shape[0]
     expected = np.log(y_bar / (K - y_bar))
     np.testing.assert_allclose(clf.network_.label_bias.detach().numpy(), expected, atol=1e-4)
+
+
+def test_sparse_adam_moves_only_the_embedding_rows_of_present_features():
+    # features 10-19 never occur. Their gradient is 0, so dense AdamW only applies weight decay:
+    # its rows are c * initial rows (one c for all); lazy Adam (no decay) leaves them at the initial rows
+    rng = np.random.RandomState(0)
+    X = sp.random(200, 20, density=0.3, format="csr", random_state=rng, dtype=np.float32)
+    X = sp.csr_matrix(X.multiply(np.r_[np.ones(10), np.zeros(10)][None, :]), dtype=np.float32)
+    X.eliminate_zeros()
+    Y = sp.lil_matrix((200, 30), dtype=np.float32)
+    Y[np.arange(200), rng.randint(0, 30, 200)] = 1
+    kw = dict(TINY, n_epochs_stage1=1, n_epochs_stage2=0, max_leaf_size=10, shortlist_size=30)
+    w = {}
+    for opt in ("adamw", "sparse_adam"):
+        clf = ELIASClassifier(embedding_optimizer=opt, **kw).fit(X, sp.csr_matrix(Y))
+        assert not clf.network_.encoder.bag.sparse  # sparse gradients only while training
+        w[opt] = clf.network_.encoder.bag.weight.detach().numpy()
+    ratio = w["adamw"][10:] / w["sparse_adam"][10:]
+    assert np.allclose(ratio, ratio.flat[0], rtol=1e-5) and 0.99 < ratio.flat[0] < 1.0
+    seen = w["adamw"][:10] / w["sparse_adam"][:10]
+    assert not np.allclose(seen, ratio.flat[0], rtol=1e-3)
+    with pytest.raises(ValueError, match="embedding_optimizer must be"):
+        ELIASClassifier(embedding_optimizer="sgd").fit(X, sp.csr_matrix(Y))

@@ -40,3 +40,22 @@ def test_index_analysis_example(tmp_path, capsys):
     assert per_decile.shape == (10,) and np.all(np.isfinite(per_decile)) and np.all(per_decile >= 0)
     assert not has_mpl or png.stat().st_size > 1000
     assert "pruned" in capsys.readouterr().out
+
+
+def test_benchmark_ensemble_averages_saved_topk_like_topk_ensemble(tmp_path):
+    common = load("benchmarks/_common")
+    classes = np.array(["a", "b", "c", "d"])
+    # member 1 ranks a, b; member 2 ranks b, d (-1 / -inf = padding); label c is ranked by nobody
+    np.savez(tmp_path / "m1.npz", idx=np.array([[0, 1, -1]]), scores=np.array([[0.9, 0.4, -np.inf]]), classes=classes)
+    np.savez(tmp_path / "m2.npz", idx=np.array([[1, 3, -1]]), scores=np.array([[0.8, 0.2, -np.inf]]), classes=classes)
+    out_classes, idx, scores = common.average_topk([tmp_path / "m1.npz", tmp_path / "m2.npz"], k=4)
+    assert list(out_classes) == list(classes)
+    np.testing.assert_array_equal(idx, [[1, 0, 3, -1]])  # b: (0.4 + 0.8) / 2, a: 0.9 / 2, d: 0.2 / 2
+    np.testing.assert_allclose(scores[0, :3], [0.6, 0.45, 0.1], rtol=1e-6)
+    np.savez(tmp_path / "m3.npz", idx=np.array([[0]]), scores=np.array([[1.0]]), classes=classes[::-1])
+    try:
+        common.average_topk([tmp_path / "m1.npz", tmp_path / "m3.npz"])
+    except ValueError as exc:
+        assert "different label spaces" in str(exc)
+    else:
+        raise AssertionError("mixed label spaces were accepted")

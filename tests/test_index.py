@@ -48,8 +48,8 @@ def test_max_over_paths_matches_brute_force():
                 best[l] = max(best.get(l, -np.inf), s)
         got = {l: s for l, s in zip(lab[i].tolist(), lp[i].tolist()) if l != L}
         assert got.keys() == best.keys()
-        for l in best:
-            assert got[l] == pytest.approx(best[l])
+        for l, s in best.items():
+            assert got[l] == pytest.approx(s)
 
 
 def test_shortlist_scores_match_dense_brute_force():

@@ -42,7 +42,7 @@ def test_fit_predict_shapes_and_consistency(cooking):
     # predict = top-3 of decision_function = first 3 of predict_topk
     li = clf.label_indexer_
     row_best = [set(li.inverse_transform(P[i].indices)) for i in range(20)]
-    assert row_best == [set(n for n in names[i, :3] if n is not None) for i in range(20)]
+    assert row_best == [{n for n in names[i, :3] if n is not None} for i in range(20)]
     assert 0.2 < clf.score(texts[1200:], labels[1200:]) <= 1.0
 
 

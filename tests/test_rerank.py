@@ -118,7 +118,7 @@ def test_reranker_rescores_the_base_candidates_and_outputs_agree(ranker, base, c
     np.testing.assert_array_equal(idx, b_idx)
     np.testing.assert_allclose(p, np.where(b_idx >= 0, b_scores, 0), rtol=1e-6)
     assert np.all((qq >= 0) & (qq <= 1))
-    names, scores = ranker.predict_topk(q, 5)
+    _names, scores = ranker.predict_topk(q, 5)
     top = np.argsort(-(p * qq), axis=1, kind="stable")[:, :5]
     np.testing.assert_allclose(scores, np.take_along_axis(p * qq, top, 1), rtol=1e-6)
     P = ranker.predict_proba(q)
@@ -192,7 +192,7 @@ def test_calibrator_final_score_is_tree_plus_pq(ranker, cooking):
     idx, p, qq = ranker.candidate_scores(q)
     feats = np.stack([p, qq, p * qq, cal.label_frequency_[np.maximum(idx, 0)]], -1)
     want = cal.tree_.predict_proba(feats.reshape(-1, 4))[:, 1].reshape(p.shape) + p * qq
-    lab, scores = cal._raw_topk(q, 5)
+    _lab, scores = cal._raw_topk(q, 5)
     top = np.sort(np.where(idx >= 0, want, -np.inf), axis=1)[:, ::-1][:, :5]
     np.testing.assert_allclose(scores, top, rtol=1e-5)
     assert cal.classes_ is ranker.classes_
@@ -235,7 +235,7 @@ def test_ensemble_averages_members_scores(cooking):
         for r in range(20):
             ok = i[r] >= 0
             dense[r, remap[i[r][ok]]] += s[r][ok] / 2
-    idx, scores = ens._raw_topk(q, 5)
+    _idx, scores = ens._raw_topk(q, 5)
     np.testing.assert_allclose(scores, -np.sort(-dense, axis=1)[:, :5], rtol=1e-5)
 
 
@@ -246,7 +246,7 @@ def test_full_chain_on_raw_texts_pipeline_and_roundtrip(cooking, tmp_path):
         ScoreCalibrator(SparseReranker(ELIASClassifier(**TINY), n_candidates=10), validation_size=200, random_state=0),
     )
     chain.fit(texts[:1000], labels[:1000])
-    names, scores = chain[-1].predict_topk(chain[0].transform(texts[1000:1100]), 5)
+    names, _scores = chain[-1].predict_topk(chain[0].transform(texts[1000:1100]), 5)
     assert names.shape == (100, 5) and set(names.ravel()) - {None} <= set(chain[-1].classes_)
     assert 0 <= precision_at_k_scorer(1)(chain, texts[1000:1300], labels[1000:1300]) <= 1
     joblib.dump(chain, tmp_path / "c.joblib")

@@ -35,8 +35,9 @@ def union_metrics(classes, idx, scores, ytr, yte, topk_out=None):
 
     Metrics are computed in the union of the training and test label spaces (test labels never seen
     in training count as misses), with propensities (A = 0.55, B = 1.5) of the training labels.
-    ``topk_out``: also save the top-100 predictions as union-space column indices (``idx``, int32) with
-    the union label names (``classes``) to this ``.npz`` file, for the plots.
+    ``topk_out``: also save the top-100 predictions as union-space column indices (``idx``, int32), their
+    scores (``scores``, float32) and the union label names (``classes``) to this ``.npz`` file, for the
+    plots and for ensembles (:func:`average_topk`).
     """
     from skelias import LabelIndexer, inverse_propensity, xmc_metrics
 
@@ -48,8 +49,37 @@ def union_metrics(classes, idx, scores, ytr, yte, topk_out=None):
     if topk_out:
         order = np.argsort(-np.where(idx_u >= 0, scores, -np.inf), axis=1, kind="stable")[:, :100]
         np.savez_compressed(topk_out, idx=np.take_along_axis(idx_u, order, axis=1).astype(np.int32),
+                            scores=np.take_along_axis(scores, order, axis=1).astype(np.float32),
                             classes=np.asarray(space.classes_, dtype=str))
     return {c: m[c] for c in COLS}
+
+
+def average_topk(files, k=100):
+    """Ensemble of saved top-k predictions (``union_metrics(topk_out=)`` files of the same test set).
+
+    The score of a label is the mean of the members' scores, a member that does not rank the label
+    contributing 0 — the averaging of :class:`skelias.TopKEnsemble` over its members' top-k.
+    Returns ``(classes, idx, scores)`` with the ensemble's top ``k`` per row.
+    """
+    import scipy.sparse as sp
+
+    members = [np.load(f) for f in files]
+    classes = members[0]["classes"]
+    if any(len(m["classes"]) != len(classes) or np.any(m["classes"] != classes) for m in members):
+        raise ValueError("the files hold predictions in different label spaces")
+    n = members[0]["idx"].shape[0]
+    rows, cols, vals = [], [], []
+    for m in members:
+        keep = (m["idx"] >= 0) & np.isfinite(m["scores"])
+        rows.append(np.nonzero(keep)[0])
+        cols.append(m["idx"][keep])
+        vals.append(m["scores"][keep] / len(members))
+    S = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                      shape=(n, len(classes)), dtype=np.float32)  # duplicates are summed: the mean
+    from skelias.metrics import top_k
+
+    idx, top = top_k(S, min(k, S.shape[1]))
+    return classes, idx, top
 
 
 def run_child(cmd, name, out=None, timeout=None, env=None, all_records=False):

@@ -40,7 +40,7 @@ def tibkat(args):
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     texts, labels = load_text_dataset(args.data, "train")
-    test_texts, test_labels = load_text_dataset(args.data, "test")
+    _test_texts, test_labels = load_text_dataset(args.data, "test")
     # the label space of the whole dataset (22,897 labels; test-only labels have no positives)
     indexer = LabelIndexer(classes=sorted({l for row in test_labels for l in row})).fit(labels)
     Y = indexer.transform(labels)

@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import parse_params, run_child, synthetic_problem  # noqa: E402
+from _common import parse_params, run_child, synthetic_problem
 
 DEFAULTS = {"n_epochs_stage1": 1, "n_epochs_stage2": 1, "embed_dim": 256, "shortlist_size": 1000, "random_state": 0}
 

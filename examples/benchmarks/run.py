@@ -12,7 +12,10 @@ Runs, each in its own subprocess with its own timeout (``--timeout``) and peak-R
 after ``--set``/``--ranker``/``--validation-size``/``--hybrid``/``--memory`` are passed on). All methods
 use the same TF-IDF features (sublinear tf, 1–2 grams, ≤ 200k features, min_df 2, fitted on train).
 Writes ``results.json``, ``table.md`` and ``topk/*.npz`` (top-100 test predictions) to ``--out-dir`` and
-then the plots (``plots.py``).
+then the plots (``plots.py``). ``--ensemble 3`` also trains the chain with seeds 1 and 2 (every seed: initial
+clustering, initialisation, data order, held-out split) and adds the row of the 3-chain ensemble — the mean of
+the calibrated chains' top-100 scores, as :class:`skelias.TopKEnsemble` averages — with the members' summed
+fit/predict seconds and model sizes (``members.json`` holds the members' own rows).
 """
 
 import argparse
@@ -38,6 +41,8 @@ def main():
     p.add_argument("--validation-size", type=int, default=5000)
     p.add_argument("--n-queries", type=int, default=1000, help="single-query latency sample per method")
     p.add_argument("--timeout", type=float, default=7200, help="seconds per subprocess")
+    p.add_argument("--ensemble", type=int, default=1,
+                   help="also train the chain with seeds 1..n-1 and report the n-model ensemble (mean of top-100 scores)")
     p.add_argument("--skip-peers", action="store_true")
     p.add_argument("--skip-skelias", action="store_true")
     args = p.parse_args()
@@ -66,6 +71,8 @@ def main():
         cmd += ["--set", *args.set] if args.set else []
         cmd += ["--ranker", *args.ranker] if args.ranker else []
         rows += run_child(cmd, "skelias", timeout=args.timeout, env=env, all_records=True)
+        if args.ensemble > 1:
+            rows += ensemble_rows(args, cmd, rows, topk, env)
 
     with open(os.path.join(args.out_dir, "results.json"), "w") as fh:
         json.dump(rows, fh, indent=1)
@@ -79,6 +86,51 @@ def main():
         fh.write(buf.getvalue())
     print(buf.getvalue())
     subprocess.run([sys.executable, os.path.join(HERE, "plots.py"), args.data, args.out_dir], check=False)
+
+
+def ensemble_rows(args, cmd, rows, topk, env):
+    """Chains with seeds 1..n-1 (top-100 test predictions under ``topk/members/``), then the n-chain ensemble.
+
+    The ensemble averages the calibrated chains' top-100 scores as :class:`skelias.TopKEnsemble` does (its
+    members differ in every seed: clustering, initialisation, data order and held-out split). Fit and
+    predict seconds and model size are the members' sums; single-query latency is not measured.
+    """
+    from _common import average_topk, slug, union_metrics
+
+    from skelias.datasets import load_text_dataset
+
+    last = [r for r in rows if r["model"].startswith("+ score calibration")]
+    if not last:
+        print("ensemble: the seed-0 chain failed; skipped", file=sys.stderr)
+        return []
+    members = [last[-1]]
+    files = [os.path.join(topk, f"skelias_{slug(last[-1]['model'])}.npz")]
+    for seed in range(1, args.ensemble):
+        sub = os.path.join(topk, "members", f"seed{seed}")
+        os.makedirs(sub, exist_ok=True)
+        mcmd = [c for c in cmd]
+        mcmd[mcmd.index("--topk-dir") + 1] = sub
+        mcmd[mcmd.index("--n-queries") + 1] = "0"
+        recs = run_child(mcmd + ["--seed", str(seed)], f"skelias seed {seed}", timeout=args.timeout, env=env,
+                         all_records=True)
+        cal = [r for r in recs if r["model"].startswith("+ score calibration")]
+        if not cal:
+            print(f"ensemble: the seed-{seed} chain failed; skipped", file=sys.stderr)
+            return []
+        members.append(dict(cal[-1], seed=seed))
+        files.append(os.path.join(sub, f"skelias_{slug(cal[-1]['model'])}.npz"))
+    with open(os.path.join(args.out_dir, "members.json"), "w") as fh:
+        json.dump(members, fh, indent=1)
+    _, ytr = load_text_dataset(args.data, "train")
+    _, yte = load_text_dataset(args.data, "test")
+    classes, idx, scores = average_topk(files)
+    name = f"+ {args.ensemble}x ensemble, " + last[-1]["model"].split(", ", 1)[-1]
+    metrics = union_metrics(classes, idx, scores, ytr, yte, os.path.join(topk, f"skelias_{slug(name)}.npz"))
+    return [{"model": name, "data": args.data, **metrics,
+             "fit_s": sum(m["fit_s"] for m in members), "predict_s": sum(m["predict_s"] for m in members),
+             "latency_ms": None, "model_mb": sum(m["model_mb"] for m in members),
+             "peak_rss_gib": max(m["peak_rss_gib"] for m in members),
+             "member_P@1": [m["P@1"] for m in members]}]
 
 
 if __name__ == "__main__":

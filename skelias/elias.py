@@ -30,7 +30,7 @@ from .encoders import (
     TextRows,
     TransformerEncoder,
 )
-from .index import approximate_adjacency, padded_adjacency
+from .index import approximate_adjacency, padded_adjacency, tree_preserving_values
 from .metrics import _check_k, _ndcg
 
 logger = logging.getLogger("skelias")
@@ -114,15 +114,22 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         Learning rate of W_C, A and W_L.
     lr_encoder : float or None
         Learning rate of φ; ``None`` uses ``lr`` (1e-4 for ``encoder="transformer"``).
-    stage2_lr_factor : float, default=1.0
-        Stage 2 trains φ, W_C and W_L with ``lr`` and ``lr_encoder`` times this factor
-        (the public code's stage-2 configurations fine-tune with 3–50× lower rates).
+    stage2_lr_factor : float, default=0.1
+        Stage 2 trains φ, W_C and W_L with ``lr`` and ``lr_encoder`` times this factor (the
+        public code's stage-2 configurations fine-tune with 3–50× lower rates; the paper does not
+        say). ``1.0`` restarts the stage-1 rates, which with ``adjacency_init="random"`` is the
+        paper's recipe.
     lr_adjacency : float or None
         Learning rate of A's non-zero values in stage 2; ``None`` uses ``lr``.
-    adjacency_init : {"random", "approx"}, default="random"
-        Stage-2 values of A's non-zeros: random(0, 1) as in the paper (Eq. 10; only the
-        support of A' = MᵀY is used), or ``"approx"``: log(A'/rowmax(A')), so that stage 2
-        starts from the index the stage-1 model implies.
+    adjacency_init : {"tree", "random", "approx"}, default="tree"
+        Stage-2 values of A's non-zeros. ``"tree"``: A's support is the top-κ of A' = MᵀY plus
+        every stage-1 edge; the stage-1 edges start at edge score 1 and the new edges low
+        (together a quarter of their row's softmax mass, evenly), so that stage 2 starts from
+        the stage-1 index and Eq. 3's parents (see :func:`skelias.index.tree_preserving_values`).
+        ``"random"``: random(0, 1) on the support of A' as in the paper (Eq. 10).
+        ``"approx"``: log(A'/rowmax(A')). The default deviates from the paper because, measured,
+        random values start stage 2 well below the stage-1 model and a few epochs do not
+        recover it (``docs/design.md``).
     weight_decay : float, default=0.01
         On weight matrices only (not on the sparse embedding table with
         ``embedding_optimizer="sparse_adam"``).
@@ -177,7 +184,7 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
                  finetune_pretrained="auto", lr_pretrained=None, embed_dim=512, dropout=0.2, n_clusters=None,
                  max_leaf_size=100, alpha=10.0, beta=150.0, kappa=None, beam_size=20, shortlist_size=2000,
                  loss_lambda=0.05, n_epochs_stage1=10, n_epochs_stage2=10, batch_size=256, lr=0.01,
-                 lr_encoder=None, stage2_lr_factor=1.0, lr_adjacency=None, adjacency_init="random", weight_decay=0.01,
+                 lr_encoder=None, stage2_lr_factor=0.1, lr_adjacency=None, adjacency_init="tree", weight_decay=0.01,
                  embedding_optimizer="adamw", warmup=0.1, accumulation_steps=1, validation_size=None,
                  k=5, label_scoring="auto", memory=None, device="auto", random_state=None, verbose=0):
         self.encoder = encoder
@@ -239,8 +246,8 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"encoder must be 'tfidf', 'dense' or 'transformer'; got {self.encoder!r}.")
         if self.encoder == "transformer" and self.pretrained_model is None:
             raise ValueError("encoder='transformer' needs pretrained_model (a local model directory).")
-        if self.adjacency_init not in ("random", "approx"):
-            raise ValueError(f"adjacency_init must be 'random' or 'approx'; got {self.adjacency_init!r}.")
+        if self.adjacency_init not in ("tree", "random", "approx"):
+            raise ValueError(f"adjacency_init must be 'tree', 'random' or 'approx'; got {self.adjacency_init!r}.")
         if self.label_scoring not in ("auto", "dense", "gather"):
             raise ValueError(f"label_scoring must be 'auto', 'dense' or 'gather'; got {self.label_scoring!r}.")
         if self.pretrained_model is not None and self.encoder == "dense":
@@ -459,9 +466,13 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
             kappa = min(kappa, L)
             M = cluster_matching_matrix(net, X_tr, make_batch=make_batch, batch_size=1024, device=device)
             support = approximate_adjacency(M, Y_tr, kappa, fallback_parent=tree.labels_)
+            if self.adjacency_init == "tree":  # the stage-1 edges stay in A's support
+                support = (support + 1e-6 * tree.adjacency()).tocsr()
             a_ind, a_mask, a_val = padded_adjacency(support, L)
             init = None
-            if self.adjacency_init == "approx":  # log of A' normalised by its row maximum (floored at 1e-3)
+            if self.adjacency_init == "tree":  # stage 2 starts from exactly the stage-1 index
+                init = tree_preserving_values(a_ind, a_mask, a_val, tree.labels_, self.beta)
+            elif self.adjacency_init == "approx":  # log of A' normalised by its row maximum (floored at 1e-3)
                 rowmax = np.maximum(np.where(a_mask, a_val, 0).max(axis=1, keepdims=True), 1e-30)
                 init = np.log(np.clip(np.where(a_mask, a_val, 0) / rowmax, 1e-3, 1.0)).astype(np.float32)
             net.set_adjacency(a_ind, a_mask, seed=seed + 1, a_values=init)

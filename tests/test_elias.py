@@ -176,6 +176,7 @@ def test_index_analysis_and_pruning(fitted, cooking):
 
 @pytest.mark.parametrize("params", [
     {"adjacency_init": "approx"},
+    {"adjacency_init": "random", "stage2_lr_factor": 1.0},
     {"stage2_lr_factor": 0.5, "lr_adjacency": 0.05},
 ])
 def test_stage2_options_train_and_keep_every_label_reachable(params, cooking):
@@ -188,6 +189,26 @@ def test_stage2_options_train_and_keep_every_label_reachable(params, cooking):
         A = clf.adjacency_matrix()
         assert A.shape == (net.n_clusters, len(clf.classes_))
     np.testing.assert_allclose(clf.label_frequency_, np.asarray(clf.label_indexer_.transform(labels[:600]).sum(0)).ravel())
+
+
+def test_tree_init_starts_stage2_from_the_stage1_index(cooking):
+    """adjacency_init="tree" with a frozen stage 2: every stage-1 edge at score 1, parents unchanged, ~same ranking."""
+    texts, labels = cooking
+    # every label shortlisted (K ≥ L), so that ties in ŷ cannot pick different shortlists
+    frozen = dict(TINY, adjacency_init="tree", stage2_lr_factor=1e-12, lr_adjacency=1e-12, warmup=0.0,
+                  shortlist_size=1000)
+    clf = ELIASClassifier(**frozen).fit(texts[:600], labels[:600])
+    only1 = ELIASClassifier(**{**frozen, "n_epochs_stage2": 0}).fit(texts[:600], labels[:600])
+    assert clf.selected_stage_ == 2 and clf.network_.learn_adjacency
+    tree = clf.label_tree_.labels_
+    A = clf.adjacency_matrix()
+    np.testing.assert_allclose(A[tree, np.arange(A.shape[1])].A1, 1.0)  # Eq. 5 saturates on the stage-1 edges
+    assert A.nnz > A.shape[1]  # ... and A' added edges, below 1
+    np.testing.assert_array_equal(clf.network_.parent.numpy(), tree)
+    ref = only1.predict_topk(texts[600:900], 5)[0]
+    np.testing.assert_array_equal(clf.predict_topk(texts[600:900], 5)[0], ref)  # the stage-1 model's ranking
+    paper = ELIASClassifier(**{**frozen, "adjacency_init": "random"}).fit(texts[:600], labels[:600])
+    assert np.mean(paper.predict_topk(texts[600:900], 1)[0] == ref[:, :1]) < 0.9  # Eq. 10's random A does not
 
 
 @pytest.mark.parametrize("params, match", [

@@ -59,3 +59,11 @@ def test_benchmark_ensemble_averages_saved_topk_like_topk_ensemble(tmp_path):
         assert "different label spaces" in str(exc)
     else:
         raise AssertionError("mixed label spaces were accepted")
+
+
+def test_benchmark_set_parameters_decode_json_and_keep_plain_strings():
+    common = load("benchmarks/_common")
+    got = common.parse_params(["adjacency_init=tree", "lr=0.1", "n_clusters=null", "finetune_pretrained=true",
+                               "kappa=[1, 2]", "pretrained_model=all-MiniLM-L6-v2", "memory=/tmp/x=y"])
+    assert got == {"adjacency_init": "tree", "lr": 0.1, "n_clusters": None, "finetune_pretrained": True,
+                   "kappa": [1, 2], "pretrained_model": "all-MiniLM-L6-v2", "memory": "/tmp/x=y"}

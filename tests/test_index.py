@@ -17,6 +17,7 @@ from skelias.index import (
     max_over_paths,
     padded_adjacency,
     shortlist_clusters,
+    tree_preserving_values,
 )
 
 
@@ -127,6 +128,34 @@ def test_stage2_with_kappa_equal_cluster_size_reduces_to_fixed_tree():
     assert all(len(_shortlist_map(o1, i, L)) >= 12 for i in range(7))
     np.testing.assert_array_equal(n1.parent.numpy(), tree.labels_)
     np.testing.assert_array_equal(n2.parent.numpy(), tree.labels_)
+
+
+@pytest.mark.parametrize("weighted", [True, False])
+def test_tree_preserving_stage2_start_reproduces_the_stage1_index(weighted):
+    """adjacency_init="tree": tree edges at score 1, parents = stage-1 clusters, new edges hold new_mass."""
+    L, C = 24, 6
+    rs, tree, _, _ = _tree_index(3, L, C)
+    extra = sp.csr_matrix((rs.rand(30) + 0.1, (rs.randint(0, C, 30), rs.randint(0, L, 30))), shape=(C, L))
+    support = (extra + 1e-6 * tree.adjacency()).tocsr()
+    ind, mask, a_prime = padded_adjacency(support, L)
+    vals = tree_preserving_values(ind, mask, a_prime, tree.labels_, beta=8.0, new_mass=0.25, weighted=weighted)
+    own = mask & (tree.labels_[np.minimum(ind, L - 1)] == np.arange(C + 1)[:, None])
+    new = mask & ~own
+    assert own.sum() == L  # every tree edge is in the support
+    np.testing.assert_array_equal(vals[own], 0.0)
+    n_own = own.sum(axis=1)
+    has_new = new.any(axis=1)
+    np.testing.assert_allclose(np.where(new, np.exp(vals), 0).sum(axis=1)[has_new], 0.25 * n_own[has_new], rtol=1e-5)
+    if weighted:  # new edges ordered like A' within a row
+        for c in np.flatnonzero(has_new):
+            order = np.argsort(a_prime[c][new[c]])
+            assert np.all(np.diff(vals[c][new[c]][order]) >= -1e-6)
+    t = torch.from_numpy
+    log_es = edge_log_scores(t(vals), t(mask), beta=8.0)  # rows hold <= 6 labels <= 8 / 1.25
+    np.testing.assert_array_equal(log_es.numpy()[own], 0.0)  # Eq. 5 saturates: exactly the tree's 0/1 edges
+    assert np.all(log_es.numpy()[new] < 0)
+    parent = label_parents(t(ind), t(mask), t(vals), L)
+    np.testing.assert_array_equal(parent.numpy(), tree.labels_)
 
 
 def test_approximate_adjacency_keeps_every_label_reachable():

@@ -14,7 +14,10 @@ def parse_params(pairs):
     out = {}
     for kv in pairs:
         k, v = kv.split("=", 1)
-        out[k] = json.loads(v) if v[:1] in "0123456789-[{tfn" else v
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:  # a plain string such as adjacency_init=tree
+            out[k] = v
     return out
 
 

@@ -192,7 +192,7 @@ def test_stage2_options_train_and_keep_every_label_reachable(params, cooking):
 
 
 def test_tree_init_starts_stage2_from_the_stage1_index(cooking):
-    """adjacency_init="tree" with a frozen stage 2: every stage-1 edge at score 1, parents unchanged, ~same ranking."""
+    """adjacency_init="tree" with a frozen stage 2: every stage-1 edge at score 1, parents unchanged, same top-5."""
     texts, labels = cooking
     # every label shortlisted (K ≥ L), so that ties in ŷ cannot pick different shortlists
     frozen = dict(TINY, adjacency_init="tree", stage2_lr_factor=1e-12, lr_adjacency=1e-12, warmup=0.0,

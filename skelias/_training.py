@@ -11,6 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ._network import elias_loss, gold_tensors
+from .encoders import RowSparseEmbeddingBag
 
 logger = logging.getLogger("skelias")
 
@@ -54,6 +55,22 @@ def _adamw(groups):
         return torch.optim.AdamW(groups, foreach=True)
 
 
+def _densify_row_grads(pairs):
+    """Replace each weight's sparse gradient by its dense buffer holding it; return (buffer, rows) to clear."""
+    touched = []
+    for weight, buf in pairs:
+        g = weight.grad
+        if g is None or not g.is_sparse:
+            continue
+        # autograd hands the gradient over without its coalesced flag; index_add_ sums any duplicate
+        # rows into the (zero) buffer rows, so no sort is needed
+        rows = g._indices()[0]
+        buf.index_add_(0, rows, g._values().to(buf.dtype))
+        weight.grad = buf
+        touched.append((buf, rows))
+    return touched
+
+
 def train_stage(net, X, Y, *, make_batch, n_epochs, batch_size, lr, lr_encoder, weight_decay, warmup,
                 loss_lambda, accumulation_steps, rng, device, use_amp, verbose, desc, evaluate=None, lr_adjacency=None,
                 lr_pretrained=None, embedding_optimizer="adamw"):
@@ -75,7 +92,11 @@ def train_stage(net, X, Y, *, make_batch, n_epochs, batch_size, lr, lr_encoder, 
     bags = [m for m in net.encoder.modules() if isinstance(m, torch.nn.EmbeddingBag)]
     lazy = embedding_optimizer == "sparse_adam" and bags
     for m in bags:  # sparse gradients: lazy Adam moves only the rows of features present in the batch
-        m.sparse = bool(lazy)
+        m.sparse = bool(lazy) and not isinstance(m, RowSparseEmbeddingBag)
+    # AdamW over a row-sparse bag: its sparse gradient is scattered into a persistent dense buffer whose
+    # touched rows are cleared after the step (the exact dense update without a full-table fill per step)
+    dense_grads = [] if lazy else [(m.weight, torch.zeros_like(m.weight)) for m in bags
+                                   if isinstance(m, RowSparseEmbeddingBag) and m.weight.requires_grad]
     groups = _param_groups(net, lr, lr_encoder, weight_decay, lr_adjacency, lr_pretrained,
                            exclude=[m.weight for m in bags] if lazy else ())
     enc_groups = [g for g in groups if g["part"] == "encoder"]
@@ -108,9 +129,12 @@ def train_stage(net, X, Y, *, make_batch, n_epochs, batch_size, lr, lr_encoder, 
                 out = net(xb, gold_parents=parents, gold_labels=gold)
             loss, lc, ls = elias_loss(out, keys, net.n_labels, loss_lambda)
             loss.backward()
+            touched = _densify_row_grads(dense_grads)
             for o in opts[: int(bool(enc_groups)) + int(bool(lazy))]:  # encoder optimizers step every batch
                 o.step()
                 o.zero_grad(set_to_none=True)
+            for buf, rows in touched:
+                buf.index_fill_(0, rows, 0.0)
             if idx_groups and ((step + 1) % accumulation_steps == 0 or b == n_batches - 1):
                 opts[-1].step()
                 opts[-1].zero_grad(set_to_none=True)

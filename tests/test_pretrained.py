@@ -48,6 +48,7 @@ def test_hybrid_elias_fits_predicts_and_roundtrips(tiny_bert, tmp_path):
     clf = ELIASClassifier(pretrained_model=tiny_bert, pretrained_max_length=16, embed_dim=32, n_epochs_stage1=1,
                           n_epochs_stage2=1, shortlist_size=100, max_leaf_size=50, random_state=0)
     clf.fit(texts[:600], labels[:600])
+    assert clf.weight_decay_ == 0.5  # "auto" with the hybrid encoder
     names, scores = clf.predict_topk(texts[600:640], 5)
     assert names.shape == (40, 5)
     joblib.dump(clf, tmp_path / "h.joblib")

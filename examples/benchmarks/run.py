@@ -4,7 +4,7 @@ Usage::
 
     python examples/benchmarks/run.py ../shared/datasets/cooking-stackexchange --out-dir docs/results/cooking
     python examples/benchmarks/run.py ../shared/datasets/tibkat-en --hybrid --memory /tmp/skcache \\
-        --set validation_size=2000 n_epochs_stage2=5 --validation-size 3000 --out-dir docs/results/tibkat-en
+        --set validation_size=2000 n_epochs_stage1=12 n_epochs_stage2=3 --validation-size 3000 --out-dir docs/results/tibkat-en
 
 Runs, each in its own subprocess with its own timeout (``--timeout``) and peak-RSS measurement and with
 2 threads: ``bench_peers.py`` (PECOS XR-Linear, omikuji, napkinXC — those installed; ``pip install

@@ -59,6 +59,7 @@ class RowSparseEmbeddingBag(nn.EmbeddingBag):
     """
 
     def forward(self, input, offsets=None, per_sample_weights=None):
+        """Sum of the weighted rows of each bag, shape (n_bags, dim) float32 (as ``nn.EmbeddingBag``)."""
         if torch.is_grad_enabled() and self.weight.requires_grad and offsets is not None and self.mode == "sum":
             if per_sample_weights is None:
                 per_sample_weights = torch.ones(input.shape, dtype=self.weight.dtype, device=input.device)

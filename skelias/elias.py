@@ -275,11 +275,11 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         if self.finetune_pretrained not in ("auto", True, False):
             raise ValueError(f"finetune_pretrained must be 'auto', True or False; got {self.finetune_pretrained!r}.")
         pos_real("loss_lambda", strict=False)
-        if not (isinstance(self.weight_decay, str) and self.weight_decay == "auto"):
-            try:
-                pos_real("weight_decay", strict=False)
-            except ValueError:
-                raise ValueError(f"weight_decay must be 'auto' or a number >= 0; got {self.weight_decay!r}.") from None
+        wd = self.weight_decay
+        if not (isinstance(wd, str) and wd == "auto") and (
+            isinstance(wd, (bool, str)) or not isinstance(wd, numbers.Real) or not np.isfinite(wd) or wd < 0
+        ):
+            raise ValueError(f"weight_decay must be 'auto' or a number >= 0; got {wd!r}.")
         if not (isinstance(self.dropout, numbers.Real) and 0 <= self.dropout < 1):
             raise ValueError(f"dropout must be in [0, 1); got {self.dropout!r}.")
         v = self.validation_size

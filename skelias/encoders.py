@@ -17,12 +17,12 @@ __all__ = ["DenseMLPEncoder", "HybridEncoder", "HybridFeatures", "HybridTexts", 
 
 
 class _RowSparseBagFunction(torch.autograd.Function):
-    """Sum-mode embedding bag whose weight gradient is a coalesced sparse (rows × dim) tensor.
+    """Sum-mode embedding bag whose weight gradient is a sparse (rows × dim) tensor, one row per feature.
 
     ``∂loss/∂E = Xᵀ G`` restricted to the u features present in the batch, computed as a second
-    embedding bag over the rows of G (u bags, one per feature). ``nn.EmbeddingBag`` instead fills a dense (n_features × dim) zero
-    gradient every step (400 MB for 200k × 512: on 2 CPU cores about half of a training step) or,
-    with ``sparse=True``, one uncoalesced row per non-zero of the batch.
+    embedding bag over the rows of G (u bags, one per feature). ``nn.EmbeddingBag`` instead fills a
+    dense (n_features × dim) zero gradient every step (400 MB for 200k × 512: on 2 CPU cores a third
+    of a training step) or, with ``sparse=True``, one row per non-zero of the batch.
     """
 
     @staticmethod
@@ -50,10 +50,10 @@ class _RowSparseBagFunction(torch.autograd.Function):
 
 
 class RowSparseEmbeddingBag(nn.EmbeddingBag):
-    """``nn.EmbeddingBag`` (mode "sum", per-sample weights) whose training gradient is row-sparse and coalesced.
+    """``nn.EmbeddingBag`` (mode "sum", per-sample weights) whose training gradient is row-sparse.
 
     Forward values are those of ``nn.EmbeddingBag``. When gradients flow to the table, ``weight.grad``
-    is a sparse COO tensor holding only the rows of the features present in the batch, already summed;
+    is a sparse COO tensor holding one row per feature present in the batch, already summed;
     :func:`skelias._training.train_stage` scatters it into a persistent dense buffer for AdamW (the
     exact dense update, without a full-table zero fill per step) or hands it to ``SparseAdam``.
     """

@@ -67,3 +67,13 @@ def test_benchmark_set_parameters_decode_json_and_keep_plain_strings():
                                "kappa=[1, 2]", "pretrained_model=all-MiniLM-L6-v2", "memory=/tmp/x=y"])
     assert got == {"adjacency_init": "tree", "lr": 0.1, "n_clusters": None, "finetune_pretrained": True,
                    "kappa": [1, 2], "pretrained_model": "all-MiniLM-L6-v2", "memory": "/tmp/x=y"}
+
+
+def test_benchmark_model_settings_win_over_set_parameters():
+    bench = load("benchmarks/bench_elias")
+    args = ["n_epochs_stage2=3", "lr=0.02", "n_clusters=4"]
+    assert bench.elias_params("stage1", 50, args, random_state=0) == {
+        "random_state": 0, "n_epochs_stage2": 0, "lr": 0.02, "n_clusters": 4}
+    assert bench.elias_params("stage2", 50, args)["n_epochs_stage2"] == 3
+    ova = bench.elias_params("ova", 50, args)
+    assert (ova["n_clusters"], ova["shortlist_size"], ova["n_epochs_stage2"]) == (1, 50, 0)

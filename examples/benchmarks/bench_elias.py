@@ -33,6 +33,15 @@ def model_params(name, n_labels):
     raise ValueError(name)
 
 
+def elias_params(name, n_labels, set_args, **base):
+    """ELIASClassifier parameters: ``base``, then ``--set key=value``, then the model's defining settings.
+
+    The model's own settings win, so ``--models stage1 stage2 --set n_epochs_stage2=3`` still trains
+    stage 1 only for the "stage1" row (and the one-vs-all keeps C = 1, K = L).
+    """
+    return {**base, **parse_params(set_args), **model_params(name, n_labels)}
+
+
 def run_one(args):
     from skelias import ELIASClassifier, LabelIndexer
     from skelias.datasets import load_text_dataset
@@ -43,8 +52,7 @@ def run_one(args):
     Xtr, Xte = vec.fit_transform(tr), vec.transform(te)
     li = LabelIndexer().fit(ytr)
     Ytr = li.transform(ytr)
-    params = {"random_state": args.seed, "verbose": args.verbose, **model_params(args.model, Ytr.shape[1]),
-              **parse_params(args.set)}
+    params = elias_params(args.model, Ytr.shape[1], args.set, random_state=args.seed, verbose=args.verbose)
     clf = ELIASClassifier(**params)
     if args.raw_texts:  # the estimator builds the same TF-IDF itself (and the hybrid needs the texts)
         Xtr, Xte = tr, te

@@ -11,11 +11,11 @@ from torch import nn
 from .index import (
     NEG_INF,
     cluster_log_scores,
+    dense_shortlist,
     edge_log_scores,
     expand_paths,
     label_parents,
     max_over_paths,
-    max_over_paths_dense,
     shortlist_clusters,
     shortlist_labels,
 )
@@ -173,11 +173,9 @@ class ELIASNetwork(nn.Module):
         # buffer only pays while L is within a small multiple of the paths per row P (and fits in memory)
         use_dense = labels.shape[0] * (L + 1) <= self.dense_max_threshold and L + 1 <= 16 * labels.shape[1]
         if self.multi_edge and use_dense:
-            dense = max_over_paths_dense(labels, log_path, L)  # Eq. 6, dense buffer
-            top_lp, top_lab = torch.topk(dense[:, :L], min(K, L), dim=1)
-            top_lab = top_lab.masked_fill(torch.isneginf(top_lp), L)
+            top_lab, top_lp, gold_lp = dense_shortlist(labels, log_path, L, min(K, L), gold_labels)  # Eq. 6
             if gold_labels is not None:
-                out["gold_log_shortlist"] = torch.gather(dense, 1, gold_labels)
+                out["gold_log_shortlist"] = gold_lp
         else:
             if self.multi_edge:  # a label may be reached through several clusters: Eq. 6
                 labels, log_path = max_over_paths(labels, log_path, L)

@@ -21,6 +21,7 @@ import torch
 __all__ = [
     "approximate_adjacency",
     "cluster_log_scores",
+    "dense_shortlist",
     "edge_log_scores",
     "expand_paths",
     "label_parents",
@@ -138,6 +139,64 @@ def max_over_paths_dense(labels, log_path, n_labels):
     out = buf.scatter_reduce(1, labels, log_path, reduce="amax", include_self=True)
     # where every scattered value is -inf, amax yields the dtype's lowest finite value: restore -inf
     return out.masked_fill(out <= torch.finfo(out.dtype).min, NEG_INF)
+
+
+class _DenseShortlist(torch.autograd.Function):
+    """Eq. 6 into a dense buffer, then the top-K shortlist and the gold labels' scores, with a sparse backward.
+
+    The gradient of a label's max-over-paths score goes to its maximal path only (one of them at an exact
+    tie, where autograd's ``scatter_reduce`` would split it; ties of unsaturated scores have probability 0,
+    and saturated ones pass no gradient through Eq. 1 and 5's ``min(1, ·)``). The backward is one
+    (N, P) zero fill and two small scatters instead of autograd's several passes over the (N, L+1) buffer.
+    """
+
+    @staticmethod
+    def forward(ctx, log_path, labels, n_labels, K, gold_labels):
+        dense = max_over_paths_dense(labels, log_path, n_labels)
+        top_lp, top_lab = torch.topk(dense[:, :n_labels], K, dim=1)
+        top_lab = top_lab.masked_fill(torch.isneginf(top_lp), n_labels)
+        gold_lp = torch.gather(dense, 1, gold_labels) if gold_labels is not None else None
+        if ctx.needs_input_grad[0]:
+            # position of each label's maximal path (the last one written at a tie)
+            best = torch.zeros(dense.shape, dtype=torch.int64, device=dense.device)
+            is_max = log_path == torch.gather(dense, 1, labels)
+            pos = torch.arange(labels.shape[1], device=labels.device).expand_as(labels)
+            best.scatter_(1, labels.masked_fill(~is_max, n_labels), pos)
+            ctx.save_for_backward(torch.gather(best, 1, top_lab),
+                                  torch.gather(best, 1, gold_labels) if gold_labels is not None else None)
+            ctx.path_shape = log_path.shape
+        ctx.mark_non_differentiable(top_lab)
+        return top_lp, top_lab, gold_lp
+
+    @staticmethod
+    def backward(ctx, grad_top, grad_lab, grad_gold):
+        top_pos, gold_pos = ctx.saved_tensors
+        grad = torch.zeros(ctx.path_shape, dtype=grad_top.dtype, device=grad_top.device)
+        grad.scatter_add_(1, top_pos, grad_top)
+        if gold_pos is not None and grad_gold is not None:
+            grad.scatter_add_(1, gold_pos, grad_gold.to(grad.dtype))
+        return grad, None, None, None, None
+
+
+def dense_shortlist(labels, log_path, n_labels, K, gold_labels=None):
+    """Eq. 6 (max over paths) and the top-K shortlist through a dense (N, L+1) buffer.
+
+    Parameters
+    ----------
+    labels : Tensor (N, P) int64, the paths' labels (pad = ``n_labels``)
+    log_path : Tensor (N, P) float32, the paths' log scores (-inf for padding)
+    n_labels : int (L)
+    K : int, at most L
+    gold_labels : Tensor (N, G) int64, optional (pad = L)
+
+    Returns
+    -------
+    top_lab : Tensor (N, K) int64, the K labels of largest log ŷ (pad = L where fewer are reachable)
+    top_lp : Tensor (N, K) float32, their log ŷ (-inf for padding)
+    gold_lp : Tensor (N, G) float32 or None, log ŷ of each gold label (-inf when no path reaches it)
+    """
+    top_lp, top_lab, gold_lp = _DenseShortlist.apply(log_path, labels, int(n_labels), int(K), gold_labels)
+    return top_lab, top_lp, gold_lp
 
 
 def shortlist_labels(labels, log_path, K, pad_label):

@@ -11,10 +11,12 @@ from skelias.encoders import DenseMLPEncoder
 from skelias.index import (
     approximate_adjacency,
     cluster_log_scores,
+    dense_shortlist,
     edge_log_scores,
     expand_paths,
     label_parents,
     max_over_paths,
+    max_over_paths_dense,
     padded_adjacency,
     shortlist_clusters,
     tree_preserving_values,
@@ -223,6 +225,39 @@ def test_dense_and_sorted_max_over_paths_agree():
     o2 = n2(x, gold_parents=parents, gold_labels=gold)
     torch.testing.assert_close(o1["gold_log_shortlist"], o2["gold_log_shortlist"])
     _assert_same_shortlists(o1, o2, 6, L)
+
+
+def test_dense_shortlist_gradient_equals_autograd_through_scatter_max():
+    """The fused Eq. 6 + top-K op gives autograd's values and gradients (distinct path scores, padding included)."""
+    g = torch.Generator().manual_seed(0)
+    N, P, L, K, G = 5, 40, 25, 7, 3
+    labels = torch.randint(0, L + 1, (N, P), generator=g)  # label L = padding
+    labels[0, :] = L  # a row with no path at all
+    lp = torch.randn(N, P, generator=g).masked_fill(labels == L, float("-inf"))
+    gold = torch.randint(0, L + 1, (N, G), generator=g)
+    w_top, w_gold = torch.rand(N, K, generator=g), torch.rand(N, G, generator=g)
+
+    def loss(top_lp, gold_lp):  # finite weights on finite scores only, as elias_loss does
+        return (torch.where(torch.isfinite(top_lp), top_lp, 0) * w_top).sum() + (
+            torch.where(torch.isfinite(gold_lp), gold_lp, 0) * w_gold).sum()
+
+    x1 = lp.clone().requires_grad_()
+    dense = max_over_paths_dense(labels, x1, L)
+    ref_lp, ref_lab = torch.topk(dense[:, :L], K, dim=1)
+    ref_lab = ref_lab.masked_fill(torch.isneginf(ref_lp), L)
+    loss(ref_lp, torch.gather(dense, 1, gold)).backward()
+    x2 = lp.clone().requires_grad_()
+    top_lab, top_lp, gold_lp = dense_shortlist(labels, x2, L, K, gold)
+    loss(top_lp, gold_lp).backward()
+    torch.testing.assert_close(top_lp, ref_lp)
+    assert torch.equal(top_lab, ref_lab)
+    torch.testing.assert_close(gold_lp, torch.gather(dense, 1, gold))
+    torch.testing.assert_close(x2.grad, x1.grad)
+    assert x2.grad[0].abs().sum() == 0 and x2.grad.abs().sum() > 0
+    with torch.no_grad():  # prediction: same values without the backward bookkeeping
+        lab3, lp3, gold3 = dense_shortlist(labels, lp, L, K)
+    assert torch.equal(lab3, ref_lab) and gold3 is None
+    torch.testing.assert_close(lp3, ref_lp.detach())
 
 
 def test_stage1_gold_scores_gather_equals_path_lookup():

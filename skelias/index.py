@@ -181,19 +181,30 @@ class _DenseShortlist(torch.autograd.Function):
 def dense_shortlist(labels, log_path, n_labels, K, gold_labels=None):
     """Eq. 6 (max over paths) and the top-K shortlist through a dense (N, L+1) buffer.
 
+    Values equal :func:`max_over_paths_dense` followed by a top-K and a gather of the gold labels; the
+    backward sends each selected label's gradient to its maximal path only (see ``_DenseShortlist``).
+
     Parameters
     ----------
-    labels : Tensor (N, P) int64, the paths' labels (pad = ``n_labels``)
-    log_path : Tensor (N, P) float32, the paths' log scores (-inf for padding)
-    n_labels : int (L)
-    K : int, at most L
-    gold_labels : Tensor (N, G) int64, optional (pad = L)
+    labels : Tensor of shape (N, P), int64
+        The paths' labels (``n_labels`` = padding).
+    log_path : Tensor of shape (N, P), float32
+        The paths' log scores (-inf for padding).
+    n_labels : int
+        L.
+    K : int
+        Shortlist size, at most L.
+    gold_labels : Tensor of shape (N, G), int64, optional
+        Gold label ids (``n_labels`` = padding).
 
     Returns
     -------
-    top_lab : Tensor (N, K) int64, the K labels of largest log ŷ (pad = L where fewer are reachable)
-    top_lp : Tensor (N, K) float32, their log ŷ (-inf for padding)
-    gold_lp : Tensor (N, G) float32 or None, log ŷ of each gold label (-inf when no path reaches it)
+    top_lab : Tensor of shape (N, K), int64
+        The K labels of largest log ŷ (``n_labels`` where fewer are reachable).
+    top_lp : Tensor of shape (N, K), float32
+        Their log ŷ (-inf for padding).
+    gold_lp : Tensor of shape (N, G), float32, or None
+        log ŷ of each gold label (-inf when no path reaches it).
     """
     top_lp, top_lab, gold_lp = _DenseShortlist.apply(log_path, labels, int(n_labels), int(K), gold_labels)
     return top_lab, top_lp, gold_lp

@@ -73,12 +73,14 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         frozen; see ``finetune_pretrained``.
     pretrained_max_length : int, default=64
         Tokens per text given to the pretrained model.
-    pretrained_scale : float, default=1.0
+    pretrained_scale : float or "auto", default="auto"
         The unit-norm pretrained embedding is multiplied by this before its projection
-        (hybrid encoder). √p (≈ 19.6 for MiniLM) gives it unit-variance entries, i.e. the
-        same activation scale as the TF-IDF bag at the start of training. Measured: on
-        cooking-stackexchange (titles) 19.6 lifts P@1 from 65.3 to 68.9; on tibkat-en
-        (abstracts) it lowers the stage-1 validation nDCG@5 (0.395 vs 0.434), hence the default 1.
+        (hybrid encoder). ``"auto"``: p^(1/4) for a p-dimensional embedding (≈ 4.43 for MiniLM's 384),
+        the geometric mean of 1 (the raw unit-norm vector, ~10× below the TF-IDF bag's activations at
+        initialisation) and √p (unit-variance entries). Measured with ``weight_decay="auto"`` (stage 1,
+        ``docs/benchmarks.md``): tibkat-en (abstracts) P@1 47.94 with "auto" vs 45.23 with 1 (R@100
+        74.20 vs 72.22); cooking-stackexchange (titles, mean of 3 seeds) 70.5 with "auto", 70.6 with √p,
+        67.2 with 1. The resolved value is ``pretrained_scale_``.
     finetune_pretrained : {"auto", True, False}, default="auto"
         Hybrid encoder only. ``True``: the pretrained transformer is trained with the rest of
         the model (learning rate ``lr_pretrained``), its texts tokenised per batch; the
@@ -181,13 +183,16 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         Whether the hybrid encoder's pretrained transformer was fine-tuned.
     weight_decay_ : float
         The weight decay used (``weight_decay`` resolved).
+    pretrained_scale_ : float or None
+        The pretrained embedding's input scale used (``pretrained_scale`` resolved); None without
+        a pretrained half.
     selected_stage_ : int
         1 or 2: the stage whose model was kept. With ``validation_size``, the stage-1 model
         is kept when no stage-2 epoch beats its best validation nDCG@5.
     n_features_in_ : int
     """
 
-    def __init__(self, encoder="tfidf", vectorizer=None, pretrained_model=None, pretrained_max_length=64, pretrained_scale=1.0,
+    def __init__(self, encoder="tfidf", vectorizer=None, pretrained_model=None, pretrained_max_length=64, pretrained_scale="auto",
                  finetune_pretrained="auto", lr_pretrained=None, embed_dim=512, dropout=0.2, n_clusters=None,
                  max_leaf_size=100, alpha=10.0, beta=150.0, kappa=None, beam_size=20, shortlist_size=2000,
                  loss_lambda=0.05, n_epochs_stage1=10, n_epochs_stage2=10, batch_size=256, lr=0.01,
@@ -265,8 +270,10 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         pos_int("kappa", allow_none=True)
         pos_int("n_epochs_stage1", minimum=1)
         pos_int("n_epochs_stage2", minimum=0)
-        for name in ("alpha", "beta", "lr", "stage2_lr_factor", "pretrained_scale"):
+        for name in ("alpha", "beta", "lr", "stage2_lr_factor"):
             pos_real(name)
+        if not (isinstance(self.pretrained_scale, str) and self.pretrained_scale == "auto"):
+            pos_real("pretrained_scale")
         pos_real("lr_encoder", allow_none=True)
         pos_real("lr_adjacency", allow_none=True)
         pos_real("lr_pretrained", allow_none=True)
@@ -359,9 +366,15 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
                 transformer = TransformerEncoder(self.pretrained_model, max_length=self.pretrained_max_length,
                                                  pooling="mean", dropout=0.0)
             return HybridEncoder(n_features, pretrained_dim, self.embed_dim, self.dropout,
-                                 pretrained_scale=getattr(self, "pretrained_scale", 1.0), transformer=transformer)
+                                 pretrained_scale=self._resolve_pretrained_scale(pretrained_dim), transformer=transformer)
         cls = SparseBagEncoder if self.encoder == "tfidf" else DenseMLPEncoder
         return cls(n_features, self.embed_dim, self.dropout)
+
+    def _resolve_pretrained_scale(self, pretrained_dim):
+        scale = getattr(self, "pretrained_scale", 1.0)  # models pickled before the parameter existed used none
+        if isinstance(scale, str) and scale == "auto":
+            return float(pretrained_dim) ** 0.25
+        return float(scale)
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, y):
@@ -437,6 +450,8 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         if not isinstance(X, HybridTexts):
             self._pretrained_dim = X.dense.shape[1] if isinstance(X, HybridFeatures) else None
         enc = self._make_encoder(X.shape[1], self._pretrained_dim)
+        self.pretrained_scale_ = (None if self._pretrained_dim is None
+                                  else self._resolve_pretrained_scale(self._pretrained_dim))
         dense_scoring = self.label_scoring == "dense" or (self.label_scoring == "auto" and L <= 2**17)
         # b_l starts at the log-odds of a scored label being positive: with b_l = 0 every one of the K
         # scored labels starts at σ = 0.5, and on 10⁴+ labels the first steps' "push everything down"

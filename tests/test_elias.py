@@ -46,6 +46,7 @@ def test_fit_predict_outputs_are_consistent(fitted, cooking):
     assert {"clustering", "stage1", "stage2_init", "stage2", "total"} <= set(fitted.fit_time_)
     assert [h["stage"] for h in fitted.history_] == [1, 1, 2]
     assert fitted.weight_decay_ == 0.01  # "auto" without a pretrained model
+    assert fitted.pretrained_scale_ is None
 
 
 def test_every_label_stays_reachable_after_stage2(fitted):
@@ -118,6 +119,8 @@ def test_sklearn_composition(cooking):
         (["a b", "b c"], [["x"], ["y"]], {"validation_size": "10%"}, ValueError, "validation_size must be"),
         (["a b", "b c"], [["x"], ["y"]], {"weight_decay": "high"}, ValueError, "weight_decay must be 'auto' or"),
         (["a b", "b c"], [["x"], ["y"]], {"weight_decay": -0.1}, ValueError, "weight_decay must be 'auto' or"),
+        (["a b", "b c"], [["x"], ["y"]], {"pretrained_scale": "big"}, ValueError, "pretrained_scale must be a number"),
+        (["a b", "b c"], [["x"], ["y"]], {"pretrained_scale": 0}, ValueError, "pretrained_scale must be a number"),
         (["a b", "b c"], [["x"], ["y"]], {"encoder": "dense"}, ValueError, "raw texts need encoder='tfidf'"),
     ],
 )

@@ -49,6 +49,9 @@ def test_hybrid_elias_fits_predicts_and_roundtrips(tiny_bert, tmp_path):
                           n_epochs_stage2=1, shortlist_size=100, max_leaf_size=50, random_state=0)
     clf.fit(texts[:600], labels[:600])
     assert clf.weight_decay_ == 0.5  # "auto" with the hybrid encoder
+    p = clf.network_.encoder.project.in_features
+    assert clf.pretrained_scale_ == pytest.approx(p**0.25)  # "auto": p^(1/4)
+    assert float(clf.network_.encoder.pretrained_scale) == pytest.approx(p**0.25)
     names, scores = clf.predict_topk(texts[600:640], 5)
     assert names.shape == (40, 5)
     joblib.dump(clf, tmp_path / "h.joblib")

@@ -78,8 +78,8 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         (hybrid encoder). ``"auto"``: p^(1/4) for a p-dimensional embedding (≈ 4.43 for MiniLM's 384),
         the geometric mean of 1 (the raw unit-norm vector, ~10× below the TF-IDF bag's activations at
         initialisation) and √p (unit-variance entries). Measured with ``weight_decay="auto"`` (stage 1,
-        ``docs/benchmarks.md``): tibkat-en (abstracts) P@1 47.94 with "auto" vs 45.23 with 1 (R@100
-        74.20 vs 72.22); cooking-stackexchange (titles, mean of 3 seeds) 70.5 with "auto", 70.6 with √p,
+        ``docs/benchmarks.md``): tibkat-en (abstracts) P@1 47.94 with "auto" vs 44.93 with 1 (R@100
+        74.20 vs 72.38); cooking-stackexchange (titles, mean of 3 seeds) 70.5 with "auto", 70.6 with √p,
         67.2 with 1. The resolved value is ``pretrained_scale_``.
     finetune_pretrained : {"auto", True, False}, default="auto"
         Hybrid encoder only. ``True``: the pretrained transformer is trained with the rest of

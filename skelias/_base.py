@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from ._validation import check_n_rows, check_X, topk_to_indicator
-from .metrics import _check_k, precision_at_k_scorer
+from ._validation import check_k, check_n_rows, check_X, topk_to_indicator
 
-__all__ = ["TopKOutputMixin", "base_candidates", "check_fit_input", "check_y_given", "label_indices"]
+__all__ = ["TopKOutputMixin", "base_candidates", "check_fit_input", "check_y_given", "is_fitted", "label_indices",
+           "pad_topk", "topk_of"]
 
 
 def check_y_given(estimator, y):
@@ -32,6 +33,46 @@ def check_fit_input(estimator, X, y):
     n = len(Xc) if kind == "text" else Xc.shape[0]
     check_n_rows(n, y.shape[0] if hasattr(y, "shape") else len(y))
     return kind, Xc, n
+
+
+def is_fitted(estimator):
+    """True for a fitted estimator; False for an unfitted one or for an object that is not an estimator."""
+    try:
+        check_is_fitted(estimator)
+        return True
+    except (NotFittedError, TypeError):
+        return False
+
+
+def pad_topk(indices, scores, k):
+    """Widen (n, k') top-k arrays to (n, k) with index ``-1`` and score ``-inf``; k' ≥ k leaves them as they are.
+
+    Returns
+    -------
+    indices : ndarray (n, max(k, k')) int64
+    scores : ndarray (n, max(k, k')), the dtype of ``scores``
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    scores = np.asarray(scores)
+    missing = k - indices.shape[1]
+    if missing <= 0:
+        return indices, scores
+    n = indices.shape[0]
+    return (np.hstack([indices, np.full((n, missing), -1, dtype=np.int64)]),
+            np.hstack([scores, np.full((n, missing), -np.inf, dtype=scores.dtype)]))
+
+
+def topk_of(indices, scores, k):
+    """Sort candidate (indices, scores) by descending score and keep ``k`` per row (pad -1 / -inf).
+
+    Padding candidates (index -1) never rank above a real one; ties keep the candidates' order.
+    """
+    s = np.where(indices >= 0, scores, -np.inf).astype(np.float32)
+    kk = min(k, s.shape[1])
+    order = np.argsort(-s, axis=1, kind="stable")[:, :kk]
+    idx = np.take_along_axis(indices, order, 1)
+    top = np.take_along_axis(s, order, 1)
+    return pad_topk(np.where(np.isneginf(top), -1, idx), top, k)
 
 
 class TopKOutputMixin:
@@ -59,7 +100,7 @@ class TopKOutputMixin:
             indices when fitted on an indicator matrix.
         scores : ndarray (n_samples, k) float32, descending; ``-inf`` at padding.
         """
-        k = _check_k(self.k if k is None else k)
+        k = check_k(self.k if k is None else k)
         idx, scores = self._raw_topk(X, k)
         if self._fitted_on_matrix:
             return idx, scores
@@ -83,11 +124,13 @@ class TopKOutputMixin:
 
     def predict(self, X):
         """CSR indicator (n_samples, n_labels), float32, of each row's top ``k`` labels."""
-        idx, _ = self._raw_topk(X, _check_k(self.k))
+        idx, _ = self._raw_topk(X, check_k(self.k))
         return topk_to_indicator(idx, len(self.classes_))
 
     def score(self, X, y):
         """Precision@1 on (X, y); labels unknown to the model count as misses."""
+        from .metrics import precision_at_k_scorer
+
         return precision_at_k_scorer(1)(self, X, y)
 
     def __sklearn_tags__(self):

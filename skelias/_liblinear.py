@@ -187,9 +187,8 @@ def train_label_classifiers(X, Y, candidates, *, C=1.0, loss="squared_hinge", bi
     n_dense : int
         The last ``n_dense`` columns of X are dense (an embedding); they are not remapped.
     remap_columns : bool
-        Re-index every problem to the sparse columns it uses (smaller LIBLINEAR weight vectors;
-        costs a per-chunk sort). Measured on cooking-stackexchange (736 labels, 12M training
-        non-zeros): 10.3 s with, 4.0 s without, so it is off by default.
+        Re-index every problem to the sparse columns it uses: smaller LIBLINEAR weight vectors,
+        but a per-chunk sort that makes the fit slower (``docs/design.md``).
     n_jobs : int or None
         Threads over label chunks (LIBLINEAR releases the GIL).
 

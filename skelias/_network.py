@@ -76,6 +76,34 @@ class ELIASNetwork(nn.Module):
         self.register_buffer("fixed_log_edges", None)
         self.update_parents()
 
+    # ------------------------------------------------------------------ configuration
+    def get_config(self):
+        """The settings that, with the encoder and :meth:`state_dict`, rebuild this module (:meth:`from_state`)."""
+        return dict(n_labels=self.n_labels, alpha=self.alpha, beta=self.beta, beam_size=self.beam_size,
+                    shortlist_size=self.shortlist_size, learn_adjacency=self.learn_adjacency,
+                    dense_label_scoring=self.dense_label_scoring, fixed_edges=self.fixed_log_edges is not None)
+
+    @classmethod
+    def from_state(cls, encoder, config, state_dict):
+        """Rebuild a network from :meth:`get_config` and a state dict, in evaluation mode.
+
+        Parameters
+        ----------
+        encoder : nn.Module
+            An encoder of the architecture the state dict was saved with.
+        config : dict
+            :meth:`get_config` of the saved network.
+        state_dict : dict of str to Tensor
+        """
+        config = dict(config)
+        fixed_edges = config.pop("fixed_edges", False)
+        net = cls(encoder, a_indices=state_dict["a_indices"].cpu().numpy(), a_mask=state_dict["a_mask"].cpu().numpy(),
+                  **config)
+        if fixed_edges:
+            net.fixed_log_edges = torch.empty_like(state_dict["fixed_log_edges"])
+        net.load_state_dict(state_dict)
+        return net.eval()
+
     # ------------------------------------------------------------------ index pieces
     def log_edge_scores(self):
         """(C+1, κ) log edge scores: Eq. 5 in stage 2, 0 on the fixed support in stage 1.

@@ -1,8 +1,16 @@
-"""Training and prediction loops for :class:`~skelias._network.ELIASNetwork` (paper §3.4, App. C)."""
+"""Training and prediction loops for :class:`~skelias._network.ELIASNetwork` (paper §3.4, App. C).
+
+One stage of training is a :class:`StageTrainer` configured by a :class:`TrainingConfig`. Its units
+are named and overridable, from the outside in: :meth:`StageTrainer.fit` (the epochs, then the best
+epoch restored) → :meth:`StageTrainer.run_epoch` → :meth:`StageTrainer.train_step` (one batch:
+forward, loss, backward, optimizer steps) → :meth:`StageTrainer.get_loss`. Model selection on a
+validation split is a :class:`BestEpoch` fed by a :func:`validation_ndcg` scorer.
+"""
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 
 import numpy as np
@@ -12,10 +20,79 @@ from tqdm.auto import tqdm
 
 from ._network import elias_loss, gold_tensors
 from .encoders import RowSparseEmbeddingBag
+from .metrics import _ndcg
 
 logger = logging.getLogger("skelias")
 
-__all__ = ["cluster_matching_matrix", "predict_topk_scores", "train_stage"]
+__all__ = ["BestEpoch", "StageTrainer", "TrainingConfig", "cluster_matching_matrix", "predict_topk_scores",
+           "validation_ndcg"]
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+    """How one training stage runs.
+
+    Parameters
+    ----------
+    n_epochs : int
+    batch_size : int
+    lr : float
+        Learning rate of the index and the label classifiers (W_C, A, W_L).
+    lr_encoder : float
+        Learning rate of the encoder φ.
+    weight_decay : float
+        AdamW's decoupled weight decay on weight matrices (not on biases, norms or A's values).
+    warmup : float, default=0.1
+        Fraction of the stage's steps with a linear warm-up; the rates then decay linearly to 0.
+    loss_lambda : float, default=0.05
+        λ of Eq. 8.
+    accumulation_steps : int, default=1
+        W_C, A and W_L step once every this many batches (App. C); the encoder steps every batch.
+    lr_adjacency : float or None, default=None
+        Learning rate of A's values; ``None``: ``lr``.
+    lr_pretrained : float or None, default=None
+        Learning rate of a fine-tuned pretrained transformer inside the encoder; ``None``: ``lr_encoder``.
+    embedding_optimizer : {"adamw", "sparse_adam"}, default="adamw"
+        Optimizer of the encoder's embedding-bag tables.
+    device : torch.device, default=cpu
+    use_amp : bool, default=False
+        bf16 autocast (CUDA only).
+    verbose : int, default=0
+    desc : str, default="training"
+        Name of the stage in progress bars and logs.
+    """
+
+    n_epochs: int
+    batch_size: int
+    lr: float
+    lr_encoder: float
+    weight_decay: float
+    warmup: float = 0.1
+    loss_lambda: float = 0.05
+    accumulation_steps: int = 1
+    lr_adjacency: float | None = None
+    lr_pretrained: float | None = None
+    embedding_optimizer: str = "adamw"
+    device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
+    use_amp: bool = False
+    verbose: int = 0
+    desc: str = "training"
+
+    def scaled(self, factor, **changes):
+        """A copy with ``lr``, ``lr_encoder`` and ``lr_pretrained`` multiplied by ``factor``, then ``changes``."""
+        lr_pretrained = None if self.lr_pretrained is None else self.lr_pretrained * factor
+        return dataclasses.replace(self, lr=self.lr * factor, lr_encoder=self.lr_encoder * factor,
+                                   lr_pretrained=lr_pretrained, **changes)
+
+    def autocast(self):
+        """The autocast context of a forward pass: bf16 on CUDA with ``use_amp``, disabled otherwise."""
+        return _autocast(self.use_amp)
+
+
+def _autocast(use_amp):
+    if use_amp:
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
 
 
 def _param_groups(net, lr, lr_encoder, weight_decay, lr_adjacency=None, lr_pretrained=None, exclude=()):
@@ -55,111 +132,217 @@ def _adamw(groups):
         return torch.optim.AdamW(groups, foreach=True)
 
 
-def _densify_row_grads(pairs):
-    """Replace each weight's sparse gradient by its dense buffer holding it; return (buffer, rows) to clear."""
-    touched = []
-    for weight, buf in pairs:
-        g = weight.grad
-        if g is None or not g.is_sparse:
-            continue
-        # autograd hands the gradient over without its coalesced flag; index_add_ sums any duplicate
-        # rows into the (zero) buffer rows, so no sort is needed
-        rows = g._indices()[0]
-        buf.index_add_(0, rows, g._values().to(buf.dtype))
-        weight.grad = buf
-        touched.append((buf, rows))
-    return touched
+class RowSparseGradients:
+    """Dense AdamW over row-sparse embedding-bag gradients without a full-table zero fill per step.
+
+    Each :class:`~skelias.encoders.RowSparseEmbeddingBag` weight gets a persistent zero buffer.
+    :meth:`densify` scatters the step's sparse gradient into it and makes it the weight's ``.grad``
+    (the exact dense gradient); :meth:`clear` zeroes the touched rows after the optimizer step.
+
+    Parameters
+    ----------
+    weights : list of Parameter
+    """
+
+    def __init__(self, weights):
+        self.pairs = [(w, torch.zeros_like(w)) for w in weights]
+        self._touched = []
+
+    def densify(self):
+        """Replace each sparse ``.grad`` by its dense buffer holding the same values."""
+        self._touched = []
+        for weight, buf in self.pairs:
+            g = weight.grad
+            if g is None or not g.is_sparse:
+                continue
+            # autograd hands the gradient over without its coalesced flag; index_add_ sums any duplicate
+            # rows into the (zero) buffer rows, so no sort is needed
+            rows = g._indices()[0]
+            buf.index_add_(0, rows, g._values().to(buf.dtype))
+            weight.grad = buf
+            self._touched.append((buf, rows))
+
+    def clear(self):
+        """Zero the buffer rows that :meth:`densify` filled."""
+        for buf, rows in self._touched:
+            buf.index_fill_(0, rows, 0.0)
+        self._touched = []
 
 
-def train_stage(net, X, Y, *, make_batch, n_epochs, batch_size, lr, lr_encoder, weight_decay, warmup,
-                loss_lambda, accumulation_steps, rng, device, use_amp, verbose, desc, evaluate=None, lr_adjacency=None,
-                lr_pretrained=None, embedding_optimizer="adamw"):
-    """Train ``net`` for ``n_epochs`` epochs on (X, Y); return per-epoch history.
+class BestEpoch:
+    """Model selection: keep a CPU copy of the parameters of the best-scoring epoch."""
+
+    def __init__(self):
+        self.score, self.state = -np.inf, None
+
+    def update(self, net, score):
+        """Record ``score``; copy ``net``'s parameters when it beats every earlier one."""
+        if score > self.score:
+            self.score = score
+            self.state = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
+
+    def restore(self, net):
+        """Load the best epoch's parameters into ``net`` (nothing when no epoch was scored)."""
+        if self.state is not None:
+            net.load_state_dict(self.state)
+            net.update_parents()
+
+
+def validation_ndcg(X_val, Y_val, *, batch_size, device, use_amp=False):
+    """A scorer ``evaluate(net) -> nDCG@5`` of ``net``'s top-5 predictions on a validation split."""
+
+    def evaluate(net):
+        labels, _ = predict_topk_scores(net, X_val, make_batch=net.encoder.make_batch, k=5, batch_size=batch_size,
+                                        device=device, use_amp=use_amp)
+        return _ndcg(Y_val, labels, 5)
+
+    return evaluate
+
+
+class StageTrainer:
+    """Trains an :class:`~skelias._network.ELIASNetwork` for one stage (paper §3.4, App. C).
 
     The encoder steps every batch; the index and label classifiers (W_C, A, W_L) accumulate
     their gradients over ``accumulation_steps`` batches and step once (App. C's W_L trick,
     which saves dense optimizer steps over the L × d table). Learning rates warm up linearly
-    over the first ``warmup`` fraction of steps and then decay linearly to 0.
+    and then decay linearly to 0 over the stage. With ``embedding_optimizer="sparse_adam"``
+    the encoder's embedding-bag tables take sparse gradients and a lazy ``torch.optim.SparseAdam``
+    step (``lr_encoder``, no weight decay); with ``"adamw"`` a row-sparse bag's gradient goes
+    through :class:`RowSparseGradients` into the same dense AdamW update.
 
-    ``evaluate(net) -> float`` (optional) is called after each epoch; the best state is
-    restored at the end (model selection). ``embedding_optimizer="sparse_adam"``: the encoder's
-    ``nn.EmbeddingBag`` tables take sparse gradients and a lazy ``torch.optim.SparseAdam`` step
-    (``lr_encoder``, no weight decay) instead of AdamW.
+    Parameters
+    ----------
+    net : ELIASNetwork
+    config : TrainingConfig
+    rng : numpy.random.RandomState
+        Draws each epoch's batch order.
+    evaluate : callable or None, default=None
+        ``evaluate(net) -> float`` after every epoch (e.g. :func:`validation_ndcg`); the
+        best-scoring epoch's parameters are restored at the end of :meth:`fit`.
     """
-    N = X.shape[0]
-    n_batches = max(1, -(-N // batch_size))
-    total = max(1, n_epochs * n_batches)
-    bags = [m for m in net.encoder.modules() if isinstance(m, torch.nn.EmbeddingBag)]
-    lazy = embedding_optimizer == "sparse_adam" and bags
-    for m in bags:  # sparse gradients: lazy Adam moves only the rows of features present in the batch
-        m.sparse = bool(lazy) and not isinstance(m, RowSparseEmbeddingBag)
-    # AdamW over a row-sparse bag: its sparse gradient is scattered into a persistent dense buffer whose
-    # touched rows are cleared after the step (the exact dense update without a full-table fill per step)
-    dense_grads = [] if lazy else [(m.weight, torch.zeros_like(m.weight)) for m in bags
-                                   if isinstance(m, RowSparseEmbeddingBag) and m.weight.requires_grad]
-    groups = _param_groups(net, lr, lr_encoder, weight_decay, lr_adjacency, lr_pretrained,
-                           exclude=[m.weight for m in bags] if lazy else ())
-    enc_groups = [g for g in groups if g["part"] == "encoder"]
-    idx_groups = [g for g in groups if g["part"] == "index"]
-    opts = [o for o in (_adamw(enc_groups) if enc_groups else None, _adamw(idx_groups) if idx_groups else None) if o]
-    if lazy:
-        opts.insert(0, torch.optim.SparseAdam([m.weight for m in bags], lr=lr_encoder))
-    n_warm = int(warmup * total)
 
-    def factor(step):
-        if step < n_warm:
-            return (step + 1) / max(1, n_warm)
-        return max(0.0, (total - step) / max(1, total - n_warm))
+    def __init__(self, net, config, rng, evaluate=None):
+        self.net, self.config, self.rng, self.evaluate = net, config, rng, evaluate
+        self.step = 0
+        self._bags = [m for m in net.encoder.modules() if isinstance(m, torch.nn.EmbeddingBag)]
+        self._lazy = config.embedding_optimizer == "sparse_adam" and bool(self._bags)
 
-    scheds = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in opts]
-    history, best, best_state = [], -np.inf, None
-    amp = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if use_amp else torch.autocast("cpu", enabled=False)
-    step = 0
-    for epoch in range(n_epochs):
+    # ------------------------------------------------------------------ set-up
+    def initialize(self, n_steps):
+        """Create the optimizers and the warm-up/decay schedule for a stage of ``n_steps`` steps."""
+        cfg, net = self.config, self.net
+        for m in self._bags:  # sparse gradients: lazy Adam moves only the rows of features present in the batch
+            m.sparse = self._lazy and not isinstance(m, RowSparseEmbeddingBag)
+        self.row_sparse = RowSparseGradients([] if self._lazy else [
+            m.weight for m in self._bags if isinstance(m, RowSparseEmbeddingBag) and m.weight.requires_grad])
+        groups = _param_groups(net, cfg.lr, cfg.lr_encoder, cfg.weight_decay, cfg.lr_adjacency, cfg.lr_pretrained,
+                               exclude=[m.weight for m in self._bags] if self._lazy else ())
+        enc_groups = [g for g in groups if g["part"] == "encoder"]
+        idx_groups = [g for g in groups if g["part"] == "index"]
+        self.encoder_optimizers = [_adamw(enc_groups)] if enc_groups else []
+        if self._lazy:
+            self.encoder_optimizers.insert(0, torch.optim.SparseAdam([m.weight for m in self._bags], lr=cfg.lr_encoder))
+        self.index_optimizer = _adamw(idx_groups) if idx_groups else None
+        n_warm = int(cfg.warmup * n_steps)
+
+        def factor(step):
+            if step < n_warm:
+                return (step + 1) / max(1, n_warm)
+            return max(0.0, (n_steps - step) / max(1, n_steps - n_warm))
+
+        optimizers = self.encoder_optimizers + ([self.index_optimizer] if self.index_optimizer else [])
+        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in optimizers]
+
+    # ------------------------------------------------------------------ the units
+    def fit(self, X, Y):
+        """Train for ``config.n_epochs`` epochs on (X, Y), then restore the best epoch.
+
+        Parameters
+        ----------
+        X : model input (rows selectable as ``X[rows]``), n rows
+        Y : csr_matrix (n, L)
+
+        Returns
+        -------
+        history : list of dict
+            One record per epoch: ``epoch``, ``loss``, ``loss_c``, ``loss_s`` and, with
+            ``evaluate``, ``val_ndcg@5``.
+        """
+        cfg = self.config
+        n_batches = max(1, -(-X.shape[0] // cfg.batch_size))
+        self.initialize(max(1, cfg.n_epochs * n_batches))
+        best, history = BestEpoch(), []
+        try:
+            for epoch in range(cfg.n_epochs):
+                rec = self.run_epoch(X, Y, epoch)
+                if self.evaluate is not None:
+                    rec["val_ndcg@5"] = self.evaluate(self.net)
+                    best.update(self.net, rec["val_ndcg@5"])
+                history.append(rec)
+                if cfg.verbose:
+                    logger.info("%s epoch %d: %s", cfg.desc, epoch + 1,
+                                {k: round(v, 5) for k, v in rec.items() if k != "epoch"})
+        finally:
+            for m in self._bags:
+                m.sparse = False
+        best.restore(self.net)
+        return history
+
+    def run_epoch(self, X, Y, epoch):
+        """One pass over (X, Y) in a random order; returns the epoch's mean losses."""
+        cfg, net = self.config, self.net
+        n_batches = max(1, -(-X.shape[0] // cfg.batch_size))
         net.train()
         net.update_parents()
-        perm = rng.permutation(N)
-        bar = tqdm(range(n_batches), desc=f"{desc} epoch {epoch + 1}/{n_epochs}", disable=not verbose, leave=False)
-        tot = tot_c = tot_s = 0.0
+        perm = self.rng.permutation(X.shape[0])
+        bar = tqdm(range(n_batches), desc=f"{cfg.desc} epoch {epoch + 1}/{cfg.n_epochs}", disable=not cfg.verbose,
+                   leave=False)
+        totals = np.zeros(3)
         for b in bar:
-            rows = perm[b * batch_size : (b + 1) * batch_size]
-            xb = make_batch(X[rows], device)
-            keys, gold, parents = gold_tensors(Y[rows], net.parent, net.n_clusters, device)
-            with amp:
-                out = net(xb, gold_parents=parents, gold_labels=gold)
-            loss, lc, ls = elias_loss(out, keys, net.n_labels, loss_lambda)
-            loss.backward()
-            touched = _densify_row_grads(dense_grads)
-            for o in opts[: int(bool(enc_groups)) + int(bool(lazy))]:  # encoder optimizers step every batch
-                o.step()
-                o.zero_grad(set_to_none=True)
-            for buf, rows in touched:
-                buf.index_fill_(0, rows, 0.0)
-            if idx_groups and ((step + 1) % accumulation_steps == 0 or b == n_batches - 1):
-                opts[-1].step()
-                opts[-1].zero_grad(set_to_none=True)
-            for s in scheds:
-                s.step()
-            step += 1
-            tot += float(loss.detach())
-            tot_c += float(lc)
-            tot_s += float(ls)
-            if verbose and b % 10 == 0:
-                bar.set_postfix(loss=f"{tot / (b + 1):.4f}")
-        rec = {"epoch": epoch + 1, "loss": tot / n_batches, "loss_c": tot_c / n_batches, "loss_s": tot_s / n_batches}
-        if evaluate is not None:
-            rec["val_ndcg@5"] = score = evaluate(net)
-            if score > best:
-                best, best_state = score, copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
-        history.append(rec)
-        if verbose:
-            logger.info("%s epoch %d: %s", desc, epoch + 1, {k: round(v, 5) for k, v in rec.items() if k != "epoch"})
-    for m in bags:
-        m.sparse = False
-    if best_state is not None:
-        net.load_state_dict(best_state)
-        net.update_parents()
-    return history
+            rows = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            totals += self.train_step(X[rows], Y[rows], last=b == n_batches - 1)
+            if cfg.verbose and b % 10 == 0:
+                bar.set_postfix(loss=f"{totals[0] / (b + 1):.4f}")
+        loss, loss_c, loss_s = (totals / n_batches).tolist()
+        return {"epoch": epoch + 1, "loss": loss, "loss_c": loss_c, "loss_s": loss_s}
+
+    def train_step(self, X_rows, Y_rows, last=False):
+        """One batch: forward (teacher-forced, Eq. 3–4), loss, backward, optimizer and scheduler steps.
+
+        Parameters
+        ----------
+        X_rows : model input of the batch's rows
+        Y_rows : csr_matrix (n, L)
+        last : bool, default=False
+            Last batch of the epoch: the index optimizer steps even inside an accumulation window.
+
+        Returns
+        -------
+        (loss, loss_c, loss_s) : tuple of float
+        """
+        cfg, net = self.config, self.net
+        batch = net.encoder.make_batch(X_rows, cfg.device)
+        keys, gold, parents = gold_tensors(Y_rows, net.parent, net.n_clusters, cfg.device)
+        with cfg.autocast():
+            out = net(batch, gold_parents=parents, gold_labels=gold)
+        loss, loss_c, loss_s = self.get_loss(out, keys)
+        loss.backward()
+        self.row_sparse.densify()
+        for opt in self.encoder_optimizers:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        self.row_sparse.clear()
+        if self.index_optimizer is not None and ((self.step + 1) % cfg.accumulation_steps == 0 or last):
+            self.index_optimizer.step()
+            self.index_optimizer.zero_grad(set_to_none=True)
+        for s in self.schedulers:
+            s.step()
+        self.step += 1
+        return float(loss.detach()), float(loss_c), float(loss_s)
+
+    def get_loss(self, out, gold_keys):
+        """Eq. 7–8: ``(L_c + λ·L_s, L_c, L_s)`` of a forward pass (see :func:`~skelias._network.elias_loss`)."""
+        return elias_loss(out, gold_keys, self.net.n_labels, self.config.loss_lambda)
 
 
 @torch.no_grad()
@@ -172,21 +355,21 @@ def predict_topk_scores(net, X, *, make_batch, k, batch_size, device, use_amp=Fa
     scores : ndarray (n, k) float32, descending, -inf for padding
     emb : ndarray (n, d) float32 when ``embeddings`` is True
     """
+    from ._base import pad_topk
+
     net.eval()
     L = net.n_labels
     if net.multi_edge and (L + 1) * 64 <= net.dense_max_threshold:
-        # keep Eq. 6's N × (L+1) max-over-paths buffer within the dense threshold: the sort-based
-        # fallback is slower for a batch (with the gather rule of label_logits, at L = 10⁵, K = 1000: 6.1 → 3.8 ms per query)
+        # keep Eq. 6's N × (L+1) max-over-paths buffer within the dense threshold (the sort-based
+        # fallback is slower for a batch)
         batch_size = max(64, min(batch_size, net.dense_max_threshold // (L + 1)))
     labs, scs, embs = [], [], []
-    amp = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if use_amp else torch.autocast("cpu", enabled=False)
     for start in range(0, X.shape[0], batch_size):
         xb = make_batch(X[start : start + batch_size], device)
-        with amp:
+        with _autocast(use_amp):
             out = net(xb)
         log_p = torch.nn.functional.logsigmoid(out["logits"].float()) + out["log_shortlist"]
-        kk = min(k, log_p.shape[1])
-        top, pos = torch.topk(log_p, kk, dim=1)
+        top, pos = torch.topk(log_p, min(k, log_p.shape[1]), dim=1)
         lab = torch.gather(out["labels"], 1, pos)
         pad = torch.isneginf(top) | (lab >= L)
         labs.append(lab.masked_fill(pad, -1).cpu().numpy())
@@ -195,10 +378,7 @@ def predict_topk_scores(net, X, *, make_batch, k, batch_size, device, use_amp=Fa
             embs.append(out["embedding"].float().cpu().numpy())
     labels = np.vstack(labs) if labs else np.zeros((0, k), np.int64)
     scores = np.vstack(scs) if scs else np.zeros((0, k), np.float32)
-    if labels.shape[1] < k:
-        pad = k - labels.shape[1]
-        labels = np.hstack([labels, np.full((labels.shape[0], pad), -1)])
-        scores = np.hstack([scores, np.full((scores.shape[0], pad), -np.inf, np.float32)])
+    labels, scores = pad_topk(labels, scores, k)
     if embeddings:
         return labels, scores, np.vstack(embs)
     return labels, scores

@@ -1,26 +1,85 @@
-"""Input validation shared by the skelias estimators.
+"""Input and parameter validation shared by the skelias estimators.
 
 ``X`` may be a sequence of raw texts (``str``), a scipy sparse feature matrix or
 a dense numeric array; these helpers tell them apart and reject bad input with
 a ``TypeError``/``ValueError`` a user can act on, before any training starts.
+
+Estimator parameters are declared in each class's ``_parameter_constraints`` with
+scikit-learn's constraint objects (re-exported here, so that the package depends on
+scikit-learn's parameter-validation module in one place) and checked by one call to
+``BaseEstimator._validate_params`` at the start of ``fit``.
 """
 
 from __future__ import annotations
 
+import numbers
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
+from sklearn.utils._param_validation import HasMethods, Interval, RealNotInt, StrOptions
 from sklearn.utils.validation import check_array
 
 __all__ = [
+    "HasMethods",
+    "Interval",
+    "RealNotInt",
+    "StrOptions",
     "apply_vectorizer",
     "check_X",
     "check_features",
+    "check_k",
     "check_n_rows",
     "check_texts",
     "default_vectorizer",
     "is_text_input",
+    "n_validation_rows",
     "topk_to_indicator",
+    "validation_size_constraint",
 ]
+
+#: ``validation_size``: None, a row count ≥ 1 or a fraction in (0, 1)
+validation_size_constraint = [None, Interval(numbers.Integral, 1, None, closed="left"),
+                              Interval(RealNotInt, 0, 1, closed="neither")]
+
+#: a positive integer parameter (sizes, counts)
+positive_int = Interval(numbers.Integral, 1, None, closed="left")
+
+#: a strictly positive, finite real parameter (rates, multipliers)
+positive_real = Interval(numbers.Real, 0, None, closed="neither")
+
+#: a non-negative, finite real parameter
+non_negative_real = Interval(numbers.Real, 0, None, closed="left")
+
+
+def check_k(k, n_labels=None, name="k"):
+    """Validate a top-k size: a positive int (and at most ``n_labels`` when given); return it as ``int``."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise TypeError(f"{name} must be a positive integer; got {k!r} of type {type(k).__name__}.")
+    if k <= 0:
+        raise ValueError(f"{name} must be a positive integer; got {k}.")
+    if n_labels is not None and k > n_labels:
+        raise ValueError(f"{name}={k} is larger than the number of labels ({n_labels}).")
+    return int(k)
+
+
+def n_validation_rows(validation_size, n_samples, *, max_fraction=None, needed_by="the validation split"):
+    """Number of held-out rows for ``validation_size`` (an int, or a fraction of ``n_samples``).
+
+    With ``max_fraction``, the count is capped at ``floor(max_fraction · n_samples)`` with a warning
+    that gives the numbers used. At least one row must remain on each side of the split.
+    """
+    n_val = int(validation_size) if isinstance(validation_size, numbers.Integral) else round(
+        validation_size * n_samples)
+    if max_fraction is not None and n_val > int(max_fraction * n_samples):
+        capped = int(max_fraction * n_samples)
+        warnings.warn(f"validation_size={validation_size!r} asks for {n_val} of {n_samples} rows; "
+                      f"{needed_by} uses {capped} (at most {max_fraction:g} of the data).", UserWarning, stacklevel=3)
+        n_val = capped
+    if not 0 < n_val < n_samples:
+        raise ValueError(f"validation_size={validation_size!r} gives {n_val} validation rows out of {n_samples} "
+                         f"samples; {needed_by} needs at least one row on each side.")
+    return n_val
 
 
 def is_text_input(X) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numbers
 import time
 import warnings
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -13,10 +14,17 @@ from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import TopKOutputMixin, base_candidates, check_fit_input
+from ._base import TopKOutputMixin, base_candidates, check_fit_input, is_fitted, topk_of
 from ._labels import is_label_matrix
-from .metrics import _check_k
-from .rerank import SparseReranker, _is_fitted, _topk_of
+from ._validation import (
+    HasMethods,
+    Interval,
+    RealNotInt,
+    StrOptions,
+    n_validation_rows,
+    positive_int,
+)
+from .rerank import SparseReranker
 
 __all__ = ["ScoreCalibrator"]
 
@@ -48,16 +56,21 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         :class:`sklearn.frozen.FrozenEstimator` to reuse it: all data given to :meth:`fit`
         is then the calibration set (like ``CalibratedClassifierCV`` with a frozen model).
     validation_size : int or float, default=5000
-        Rows held out for the tree (an int, or a fraction in (0, 1)); capped at half the data.
+        Rows held out for the tree (an int, or a fraction in (0, 1)); capped at half the
+        data, with a warning.
     max_depth : int or None, default=5
+        Depth of the decision tree T.
     min_samples_leaf : int, default=100
+        (row, candidate) pairs per leaf of T.
     variant : {"paper", "reference"}, default="paper"
         ``"paper"``: features (p, q, p·q, f_l), score ``T + p·q``. ``"reference"``: the
         public code's features (p·q, p, f_l) and score ``0.3·T + 0.7·p·q``.
     k : int, default=5
-    random_state : int, RandomState or None
+        Labels per row returned by :meth:`predict`.
+    random_state : int, RandomState or None, default=None
         Seeds the split and the tree.
     verbose : int, default=0
+        Verbosity (passed to nothing yet; kept for a uniform interface).
 
     Attributes
     ----------
@@ -67,7 +80,34 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         f_l: positives of each label in the rows the wrapped estimator was fitted on (for a
         frozen estimator its ``label_frequency_`` when it has one, else the calibration rows').
     classes_ : ndarray (n_labels,)
+        Label of each column.
+    fit_time_ : dict
+        Seconds in the wrapped estimator's fit and in the tree.
+
+    Examples
+    --------
+    >>> from skelias import KNNLabelClassifier, ScoreCalibrator, SparseReranker
+    >>> texts = ["boil pasta in salted water", "bake bread with yeast", "pasta with tomato sauce",
+    ...          "sourdough bread starter", "fresh egg pasta dough", "rye bread loaf"] * 20
+    >>> tags = [["pasta"], ["bread"], ["pasta", "sauce"], ["bread"], ["pasta"], ["bread"]] * 20
+    >>> ranker = SparseReranker(KNNLabelClassifier(n_neighbors=5), n_candidates=3)
+    >>> model = ScoreCalibrator(ranker, validation_size=0.3, min_samples_leaf=5, random_state=0).fit(texts, tags)
+    >>> labels, scores = model.predict_topk(["bread with yeast"], k=1)
+    >>> labels[0, 0]
+    'bread'
     """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "estimator": [None, HasMethods(["fit"])],
+        "validation_size": [Interval(numbers.Integral, 1, None, closed="left"),
+                            Interval(RealNotInt, 0, 1, closed="neither")],
+        "max_depth": [None, positive_int],
+        "min_samples_leaf": [positive_int],
+        "variant": [StrOptions({"paper", "reference"})],
+        "k": [positive_int],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
 
     def __init__(self, estimator=None, validation_size=5000, max_depth=5, min_samples_leaf=100, variant="paper", k=5,
                  random_state=None, verbose=0):
@@ -79,16 +119,6 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         self.k = k
         self.random_state = random_state
         self.verbose = verbose
-
-    def _check_params(self):
-        v = self.validation_size
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or v <= 0 or (
-            not isinstance(v, numbers.Integral) and v >= 1
-        ):
-            raise ValueError(f"validation_size must be an int >= 1 or a float in (0, 1); got {v!r}.")
-        if self.variant not in ("paper", "reference"):
-            raise ValueError(f"variant must be 'paper' or 'reference'; got {self.variant!r}.")
-        _check_k(self.k)
 
     def _features(self, idx, p, q):
         f = np.where(idx >= 0, self.label_frequency_[np.maximum(idx, 0)], 0.0).astype(np.float32)
@@ -117,7 +147,7 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         -------
         self
         """
-        self._check_params()
+        self._validate_params()
         _, Xc, n = check_fit_input(self, X, y)
         X = Xc
         rs = check_random_state(self.random_state)
@@ -125,16 +155,11 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         self.estimator_ = clone(base)
         self.fit_time_ = {}
         t0 = time.perf_counter()
-        if _is_fitted(self.estimator_):  # frozen: every row calibrates
+        if is_fitted(self.estimator_):  # frozen: every row calibrates
             X_val, y_val = X, y
             Y_fit = None
         else:
-            v = self.validation_size
-            n_val = int(v) if isinstance(v, numbers.Integral) else round(v * n)
-            n_val = min(n_val, n // 2)
-            if n_val < 1:
-                raise ValueError(f"validation_size gives {n_val} validation rows out of {n} samples; the calibrator "
-                                 "needs at least 2 samples (one to fit on, one to calibrate on).")
+            n_val = n_validation_rows(self.validation_size, n, max_fraction=0.5, needed_by="the calibrator")
             perm = rs.permutation(n)
             val, tr = np.sort(perm[:n_val]), np.sort(perm[n_val:])
             X_val, y_val = _take(X, val), _take_y(y, val)
@@ -182,4 +207,4 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         if valid.any():
             t[valid] = self.tree_.predict_proba(self._features(idx, p, q)[valid])[:, 1]
         s = t + p * q if self.variant == "paper" else 0.3 * t + 0.7 * p * q
-        return _topk_of(idx, s, k)
+        return topk_of(idx, s, k)

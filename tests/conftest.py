@@ -1,8 +1,14 @@
+"""Fixtures shared by the test modules: small data, tiny model settings, the justified estimator-check failures."""
+
 from pathlib import Path
 
 import pytest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: an end-to-end fit of several seconds (CI runs them all)")
 
 
 @pytest.fixture
@@ -12,3 +18,86 @@ def shared_datasets():
     if not path.is_dir():
         pytest.skip("../shared/datasets is not available")
     return path
+
+
+@pytest.fixture(scope="session")
+def cooking():
+    """The first 1,500 training questions of the embedded Cooking Stack Exchange data: (texts, tag lists)."""
+    from skelias.datasets import load_cooking_stackexchange
+
+    texts, labels = load_cooking_stackexchange("train")
+    return texts[:1500], labels[:1500]
+
+
+@pytest.fixture
+def tiny():
+    """ELIASClassifier settings that train in about a second on the cooking slice (a fresh dict per test)."""
+    return dict(embed_dim=32, n_epochs_stage1=2, n_epochs_stage2=1, batch_size=128, shortlist_size=200,
+                max_leaf_size=50, random_state=0)
+
+
+@pytest.fixture(scope="session")
+def elias_base(cooking):
+    """A tiny two-stage ELIASClassifier fitted on the first 1,200 cooking questions (do not modify it)."""
+    from skelias import ELIASClassifier
+
+    texts, labels = cooking
+    return ELIASClassifier(embed_dim=32, n_epochs_stage1=2, n_epochs_stage2=1, batch_size=128, shortlist_size=200,
+                           max_leaf_size=50, random_state=0).fit(texts[:1200], labels[:1200])
+
+
+@pytest.fixture(scope="session")
+def expected_failed_checks():
+    """Justified exceptions to scikit-learn's estimator checks, shared by every skelias estimator.
+
+    These checks assert that ``predict`` returns shape (n_samples,) (single-output); an XMC estimator
+    returns an (n_samples, n_labels) CSR indicator, as multi-label scikit-learn classifiers do.
+    """
+    why = "asserts predict() has shape (n_samples,); ours is (n_samples, n_labels) CSR"
+    return {"check_estimator_sparse_array": why, "check_estimator_sparse_matrix": why}
+
+
+def run_estimator_checks(estimator, expected_failed_checks, min_passed):
+    """Run scikit-learn's ``check_estimator``; fail with the failed checks' messages."""
+    from sklearn.utils.estimator_checks import check_estimator
+
+    results = check_estimator(estimator, expected_failed_checks=expected_failed_checks, on_fail=None)
+    failed = {r["check_name"]: str(r["exception"])[:300] for r in results if r["status"] == "failed"}
+    assert not failed, failed
+    assert sum(r["status"] == "passed" for r in results) >= min_passed
+
+
+@pytest.fixture(scope="session")
+def estimator_checks(expected_failed_checks):
+    """``estimator_checks(estimator, min_passed)``: every applicable scikit-learn API check passes."""
+    return lambda estimator, min_passed=30: run_estimator_checks(estimator, expected_failed_checks, min_passed)
+
+
+@pytest.fixture(scope="session")
+def tree_index():
+    """``tree_index(seed, L=24, C=6) -> (rng, tree, a_indices, a_mask)``: a balanced clustering of L random labels
+    and its padded stage-1 adjacency."""
+    import numpy as np
+
+    from skelias.cluster import balanced_kmeans
+    from skelias.index import padded_adjacency
+
+    def make(seed, L=24, C=6):
+        rs = np.random.RandomState(seed)
+        tree = balanced_kmeans(rs.randn(L, 4), n_clusters=C, random_state=0)
+        ind, mask, _ = padded_adjacency(tree.adjacency(), L)
+        return rs, tree, ind, mask
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def ranker(elias_base, cooking):
+    """A SparseReranker over the frozen ``elias_base`` (20 candidates), fitted on the same 1,200 questions."""
+    from sklearn.frozen import FrozenEstimator
+
+    from skelias import SparseReranker
+
+    texts, labels = cooking
+    return SparseReranker(FrozenEstimator(elias_base), n_candidates=20, random_state=0).fit(texts[:1200],
+                                                                                             labels[:1200])

@@ -1,13 +1,8 @@
-import math
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
 
-from skelias._network import ELIASNetwork, elias_loss, gold_tensors
-from skelias.cluster import balanced_kmeans
-from skelias.encoders import DenseMLPEncoder
 from skelias.index import (
     approximate_adjacency,
     cluster_log_scores,
@@ -19,6 +14,7 @@ from skelias.index import (
     max_over_paths_dense,
     padded_adjacency,
     shortlist_clusters,
+    stage2_adjacency,
     tree_preserving_values,
 )
 
@@ -86,57 +82,11 @@ def test_shortlist_scores_match_dense_brute_force():
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-7)
 
 
-def _tree_index(seed, L=24, C=6):
-    """A random generator and the padded stage-1 adjacency of a balanced clustering of L random labels."""
-    rs = np.random.RandomState(seed)
-    tree = balanced_kmeans(rs.randn(L, 4), n_clusters=C, random_state=0)
-    ind, mask, _ = padded_adjacency(tree.adjacency(), L)
-    return rs, tree, ind, mask
-
-
-def _shortlist_map(out, i, L, keys=("log_shortlist",)):
-    """Row i of a forward output as {label: (values...)} (shortlists may order ties differently)."""
-    cols = [out["labels"][i].tolist()] + [out[k][i].tolist() for k in keys]
-    return {row[0]: row[1:] for row in zip(*cols) if row[0] < L}
-
-
-def _assert_same_shortlists(o1, o2, n_rows, L, keys=("log_shortlist",)):
-    for i in range(n_rows):
-        m1, m2 = _shortlist_map(o1, i, L, keys), _shortlist_map(o2, i, L, keys)
-        assert m1.keys() == m2.keys()
-        for l in m1:
-            assert m1[l] == pytest.approx(m2[l], abs=1e-6)
-
-
-def _net(a_ind, a_mask, learn, L, seed=0, beta=150.0):
-    torch.manual_seed(seed)
-    enc = DenseMLPEncoder(5, 16, dropout=0.0)
-    return ELIASNetwork(enc, L, a_ind, a_mask, alpha=4.0, beta=beta, beam_size=3, shortlist_size=L,
-                        learn_adjacency=learn, seed=seed)
-
-
-def test_stage2_with_kappa_equal_cluster_size_reduces_to_fixed_tree():
-    """Stage-2 machinery over the stage-1 clustering, with saturated edge scores, equals stage 1."""
-    L = 24
-    rs, tree, ind, mask = _tree_index(2, L)
-    n1 = _net(ind, mask, False, L)
-    n2 = _net(ind, mask, True, L, beta=1e6)  # beta * softmax >= 1 on every edge -> edge score 1
-    n2.load_state_dict({k: v for k, v in n1.state_dict().items() if k != "a_values"}, strict=False)
-    n1.eval(), n2.eval()
-    x = torch.from_numpy(rs.randn(7, 5).astype(np.float32))
-    o1, o2 = n1(x), n2(x)
-    # same shortlist and scores (ties may be ordered differently)
-    _assert_same_shortlists(o1, o2, 7, L, keys=("log_shortlist", "logits"))
-    assert all(len(_shortlist_map(o1, i, L)) >= 12 for i in range(7))
-    np.testing.assert_array_equal(n1.parent.numpy(), tree.labels_)
-    np.testing.assert_array_equal(n2.parent.numpy(), tree.labels_)
-
-
 @pytest.mark.parametrize("weighted", [True, False])
-def test_tree_preserving_stage2_start_reproduces_the_stage1_index(weighted):
+def test_tree_preserving_stage2_start_reproduces_the_stage1_index(weighted, tree_index):
     """adjacency_init="tree": tree edges at score 1, parents = stage-1 clusters, new edges hold new_mass."""
     L, C = 24, 6
-    rs, tree, _, _ = _tree_index(3, L, C)
+    rs, tree, _, _ = tree_index(3, L, C)
     extra = sp.csr_matrix((rs.rand(30) + 0.1, (rs.randint(0, C, 30), rs.randint(0, L, 30))), shape=(C, L))
     support = (extra + 1e-6 * tree.adjacency()).tocsr()
     ind, mask, a_prime = padded_adjacency(support, L)
@@ -175,58 +125,6 @@ def test_approximate_adjacency_keeps_every_label_reachable():
     np.testing.assert_array_equal(parent.numpy(), dense.argmax(axis=0))
 
 
-def test_loss_is_finite_and_matches_naive_formula():
-    L = 6
-    out = {
-        "labels": torch.tensor([[0, 1, 2, L], [3, 4, 5, 1]]),
-        "log_shortlist": torch.tensor([[-0.1, -2.0, 0.0, float("-inf")], [-1.0, -0.5, -3.0, -0.2]]),
-        "logits": torch.tensor([[2.0, -1.0, 0.5, 0.0], [0.0, 1.0, -2.0, 3.0]], requires_grad=True),
-        "gold_log_shortlist": torch.tensor([[-0.1, 0.0], [-0.5, float("-inf")]]),
-    }
-    Y = sp.csr_matrix(np.array([[1, 0, 1, 0, 0, 0], [0, 0, 0, 0, 1, 0]]))
-    keys, gold, parents = gold_tensors(Y, torch.zeros(L, dtype=torch.int64), 1, "cpu")
-    assert gold.tolist() == [[0, 2], [4, L]] and parents.tolist() == [[0, 0], [0, 1]]
-    loss, lc, ls = elias_loss(out, keys, L, 0.5)
-    # naive Eq. 7-8 (with the means of the public code)
-    p = torch.sigmoid(out["logits"].detach()) * out["log_shortlist"].exp()
-    t = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0]], dtype=torch.float32)
-    valid = torch.isfinite(out["log_shortlist"])
-    naive_c = -(t * torch.log(p) + (1 - t) * torch.log1p(-p))[valid].sum() / 8
-    naive_s = -(-0.1 + 0.0 - 0.5) / (2 * 2)
-    assert float(lc.detach()) == pytest.approx(float(naive_c), rel=1e-4)
-    assert float(ls) == pytest.approx(naive_s, rel=1e-5)
-    loss.backward()
-    assert torch.isfinite(out["logits"].grad).all()
-    # extreme logits stay finite
-    out["logits"] = torch.tensor([[1e4, -1e4, 1e4, 0.0], [-1e4, 1e4, 1e4, -1e4]], requires_grad=True)
-    loss, _, _ = elias_loss(out, keys, L, 0.5)
-    loss.backward()
-    assert math.isfinite(float(loss.detach())) and torch.isfinite(out["logits"].grad).all()
-
-
-def test_dense_and_sorted_max_over_paths_agree():
-    """Eq. 6 through the dense scatter-max buffer = through sort-and-dedup, gold lookups included."""
-    rs = np.random.RandomState(3)
-    L, C, kappa = 30, 5, 12
-    A = np.zeros((C, L))
-    for c in range(C):
-        A[c, rs.choice(L, kappa, replace=False)] = rs.rand(kappa) + 0.1
-    A[0, np.flatnonzero(A.sum(0) == 0)] = 0.5
-    ind, mask, _ = padded_adjacency(sp.csr_matrix(A), L)
-    n1 = _net(ind, mask, True, L, beta=3.0)
-    n2 = _net(ind, mask, True, L, beta=3.0)
-    n2.load_state_dict(n1.state_dict())
-    n2.dense_max_threshold = 0  # force the sort path
-    n1.eval(), n2.eval()
-    x = torch.from_numpy(rs.randn(6, 5).astype(np.float32))
-    gold = torch.from_numpy(rs.randint(0, L + 1, (6, 3)))
-    parents = n1.parent[gold.clamp(max=L - 1)].masked_fill(gold >= L, C)
-    o1 = n1(x, gold_parents=parents, gold_labels=gold)
-    o2 = n2(x, gold_parents=parents, gold_labels=gold)
-    torch.testing.assert_close(o1["gold_log_shortlist"], o2["gold_log_shortlist"])
-    _assert_same_shortlists(o1, o2, 6, L)
-
-
 def test_dense_shortlist_gradient_equals_autograd_through_scatter_max():
     """The fused Eq. 6 + top-K op gives autograd's values and gradients (distinct path scores, padding included)."""
     g = torch.Generator().manual_seed(0)
@@ -260,20 +158,27 @@ def test_dense_shortlist_gradient_equals_autograd_through_scatter_max():
     torch.testing.assert_close(lp3, ref_lp.detach())
 
 
-def test_stage1_gold_scores_gather_equals_path_lookup():
-    """In stage 1 (A a partition) ŷ of a gold label is its parent cluster's score: same as searching the path set."""
-    from skelias._network import _lookup
-
-    L = 24
-    rs, _, ind, mask = _tree_index(4, L)
-    net = _net(ind, mask, False, L)
-    net.eval()
-    x = torch.from_numpy(rs.randn(5, 5).astype(np.float32))
-    gold = torch.from_numpy(rs.randint(0, L + 1, (5, 3)))
-    parents = net.parent[gold.clamp(max=L - 1)].masked_fill(gold >= L, 6)
-    out = net(x, gold_parents=parents, gold_labels=gold)
-    log_cs = cluster_log_scores(net.cluster_classifier(net.encoder(x)), net.alpha)
-    clusters = shortlist_clusters(log_cs, net.beam_size, parents)
-    labels, lp = expand_paths(clusters, log_cs, net.a_indices, net.log_edge_scores())
-    torch.testing.assert_close(out["gold_log_shortlist"], _lookup(labels, lp, gold, L))
-    assert torch.isfinite(out["gold_log_shortlist"][gold < L]).all()  # teacher forcing reaches every gold label
+@pytest.mark.parametrize("init", ["tree", "random", "approx"])
+def test_stage2_adjacency_support_and_starting_values(init, tree_index):
+    L, C = 24, 6
+    _, tree, _, _ = tree_index(5, L, C)
+    M = sp.random(40, C, density=0.4, random_state=1, format="csr", dtype=np.float32)
+    Y = sp.random(40, L, density=0.1, random_state=2, format="csr", dtype=np.float32)
+    Y.data[:] = 1
+    ind, mask, vals = stage2_adjacency(M, Y, 5, tree.adjacency(), init, beta=150.0)
+    np.testing.assert_array_equal(np.unique(ind[mask]), np.arange(L))  # every label reachable
+    if init == "random":  # Eq. 10's random values are drawn by the network
+        assert vals is None
+        return
+    assert vals.shape == ind.shape and vals.dtype == np.float32
+    if init == "tree":  # every stage-1 edge is in the support, at edge score 1 (Eq. 5)
+        es = edge_log_scores(torch.from_numpy(vals), torch.from_numpy(mask), 150.0).exp().numpy()
+        rows, cols = np.nonzero(mask)
+        tree_edges = tree.labels_[ind[rows, cols]] == rows
+        assert tree_edges.sum() == L
+        np.testing.assert_allclose(es[rows[tree_edges], cols[tree_edges]], 1.0)
+    else:  # log(A' / rowmax(A')), floored at log(1e-3)
+        v = vals[mask]
+        assert v.max() == 0.0 and v.min() >= np.log(1e-3) - 1e-6
+    with pytest.raises(ValueError, match="init must be one of"):
+        stage2_adjacency(M, Y, 5, tree.adjacency(), "zeros")

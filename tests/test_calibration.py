@@ -1,0 +1,72 @@
+"""ScoreCalibrator (skelias.calibration): the decision-tree calibration of ELIAS++ and the full chain."""
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.frozen import FrozenEstimator
+from sklearn.pipeline import make_pipeline
+
+from skelias import ELIASClassifier, KNNLabelClassifier, ScoreCalibrator, SparseReranker, precision_at_k_scorer
+
+
+def test_calibrator_final_score_is_tree_plus_pq(ranker, cooking):
+    texts, labels = cooking
+    cal = ScoreCalibrator(FrozenEstimator(ranker), random_state=0).fit(texts[1200:1400], labels[1200:1400])
+    q = texts[1400:1450]
+    idx, p, qq = ranker.candidate_scores(q)
+    feats = np.stack([p, qq, p * qq, cal.label_frequency_[np.maximum(idx, 0)]], -1)
+    want = cal.tree_.predict_proba(feats.reshape(-1, 4))[:, 1].reshape(p.shape) + p * qq
+    _lab, scores = cal._raw_topk(q, 5)
+    top = np.sort(np.where(idx >= 0, want, -np.inf), axis=1)[:, ::-1][:, :5]
+    np.testing.assert_allclose(scores, top, rtol=1e-5)
+    assert cal.classes_ is ranker.classes_
+
+
+def test_calibrator_holds_out_a_seeded_split_and_reference_variant(cooking):
+    texts, labels = cooking
+    cal = ScoreCalibrator(SparseReranker(KNNLabelClassifier(), n_candidates=20), validation_size=0.25,
+                          variant="reference", random_state=0).fit(texts[:800], labels[:800])
+    inner = cal.estimator_.estimator_
+    assert inner.X_train_T_.shape[1] == 600  # the kNN saw the 75% training split only
+    assert cal.tree_.n_features_in_ == 3
+    names, scores = cal.predict_topk(texts[800:820], 3)
+    finite = np.where(np.isfinite(scores), scores, -1.0)
+    assert names.shape == (20, 3) and np.all(np.diff(finite, axis=1) <= 1e-7)
+
+
+def test_calibrator_without_positive_pairs_says_so(ranker, cooking):
+    texts, _ = cooking
+    with pytest.raises(ValueError, match="no positive"):
+        ScoreCalibrator(FrozenEstimator(ranker)).fit(texts[1200:1250], [["no-such-tag"]] * 50)
+
+
+def test_calibrator_bad_validation_size(cooking):
+    with pytest.raises(ValueError, match="'validation_size' parameter"):
+        ScoreCalibrator(validation_size=1.5).fit(["a b", "c d"], [["x"], ["y"]])
+    texts, labels = cooking
+    with pytest.warns(UserWarning, match="asks for 90 of 100 rows; the calibrator uses 50"):
+        ScoreCalibrator(SparseReranker(KNNLabelClassifier(), n_candidates=5), validation_size=90,
+                        min_samples_leaf=1).fit(texts[:100], labels[:100])
+
+
+@pytest.mark.slow
+def test_full_chain_on_raw_texts_pipeline_and_roundtrip(cooking, tmp_path, tiny):
+    texts, labels = cooking
+    chain = make_pipeline(
+        TfidfVectorizer(min_df=2),
+        ScoreCalibrator(SparseReranker(ELIASClassifier(**tiny), n_candidates=10), validation_size=200, random_state=0),
+    )
+    chain.fit(texts[:1000], labels[:1000])
+    names, _scores = chain[-1].predict_topk(chain[0].transform(texts[1000:1100]), 5)
+    assert names.shape == (100, 5) and set(names.ravel()) - {None} <= set(chain[-1].classes_)
+    assert precision_at_k_scorer(1)(chain, texts[1000:1300], labels[1000:1300]) > 0.05
+    joblib.dump(chain, tmp_path / "c.joblib")
+    again = joblib.load(tmp_path / "c.joblib")
+    X = chain[0].transform(texts[1000:1020])
+    np.testing.assert_array_equal(chain[-1].predict_topk(X, 5)[0], again[-1].predict_topk(X, 5)[0])
+
+
+def test_sklearn_estimator_checks(estimator_checks):
+    estimator_checks(ScoreCalibrator(SparseReranker(KNNLabelClassifier(n_neighbors=3), n_candidates=5, random_state=0),
+                                     validation_size=0.3, min_samples_leaf=1))

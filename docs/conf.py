@@ -21,7 +21,7 @@ extensions = [
     "myst_parser",
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "results/**/*.md"]
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "results/*.md", "results/**/*.md"]
 myst_enable_extensions = ["dollarmath"]
 myst_heading_anchors = 3
 suppress_warnings = ["myst.xref_missing"]

@@ -10,7 +10,17 @@ from sklearn.utils.validation import check_is_fitted
 from ._validation import check_k, check_n_rows, check_X, topk_to_indicator
 
 __all__ = ["TopKOutputMixin", "base_candidates", "check_fit_input", "check_y_given", "is_fitted", "label_indices",
-           "pad_topk", "topk_of"]
+           "pad_topk", "store_params", "topk_of"]
+
+
+def store_params(estimator, init_locals):
+    """Store every ``__init__`` argument as the attribute of the same name, unchanged (scikit-learn's rule).
+
+    Called as ``store_params(self, locals())`` first thing in ``__init__``: no validation, no derived state.
+    """
+    for name, value in init_locals.items():
+        if name not in ("self", "__class__"):
+            setattr(estimator, name, value)
 
 
 def check_y_given(estimator, y):

@@ -45,42 +45,47 @@ class TextRows:
         return vectorizer.transform(self.texts), None
 
 
-class HybridFeatures:
-    """TF-IDF rows (CSR, n × D) and frozen pretrained embeddings (n × p) of the same documents."""
+class _PairedRows:
+    """TF-IDF rows (CSR, n × D) and a second, row-aligned view of the same documents (``other``)."""
 
-    def __init__(self, sparse, dense):
-        if sparse.shape[0] != dense.shape[0]:
-            raise ValueError(f"{sparse.shape[0]} TF-IDF rows but {dense.shape[0]} embeddings.")
+    _other = "other"
+
+    def __init__(self, sparse, other):
+        n_other = len(other) if not hasattr(other, "shape") else other.shape[0]
+        if sparse.shape[0] != n_other:
+            raise ValueError(f"{sparse.shape[0]} TF-IDF rows but {n_other} {self._other}.")
         self.sparse = sp.csr_matrix(sparse, dtype=np.float32)
-        self.dense = np.ascontiguousarray(dense, dtype=np.float32)
 
     @property
     def shape(self):
         return (self.sparse.shape[0], self.sparse.shape[1])
 
     def __getitem__(self, rows):
-        return HybridFeatures(self.sparse[rows], self.dense[rows])
+        return type(self)(self.sparse[rows], getattr(self, self._attribute)[rows])
+
+
+class HybridFeatures(_PairedRows):
+    """TF-IDF rows (CSR, n × D) and frozen pretrained embeddings (n × p) of the same documents."""
+
+    _other, _attribute = "embeddings", "dense"
+
+    def __init__(self, sparse, dense):
+        super().__init__(sparse, dense)
+        self.dense = np.ascontiguousarray(dense, dtype=np.float32)
 
     def pifa_blocks(self, vectorizer, embed):
         """PIFA over [TF-IDF, pretrained embedding] (Eq. 14–15)."""
         return self.sparse, self.dense
 
 
-class HybridTexts:
+class HybridTexts(_PairedRows):
     """TF-IDF rows (CSR, n × D) and the raw texts of the same documents (hybrid encoder, fine-tuned)."""
 
+    _other, _attribute = "texts", "texts"
+
     def __init__(self, sparse, texts):
-        if sparse.shape[0] != len(texts):
-            raise ValueError(f"{sparse.shape[0]} TF-IDF rows but {len(texts)} texts.")
-        self.sparse = sp.csr_matrix(sparse, dtype=np.float32)
+        super().__init__(sparse, texts)
         self.texts = texts if isinstance(texts, TextRows) else TextRows(texts)
-
-    @property
-    def shape(self):
-        return (self.sparse.shape[0], self.sparse.shape[1])
-
-    def __getitem__(self, rows):
-        return HybridTexts(self.sparse[rows], self.texts[rows])
 
     def pifa_blocks(self, vectorizer, embed):
         """PIFA over [TF-IDF, frozen pretrained embedding] (``embed(texts)``), as for the frozen hybrid."""

@@ -225,6 +225,7 @@ class LabelIndexer(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         y : sparse matrix / ndarray of shape (n_samples, n_labels), or sequence of label collections
+            The labels whose union (plus ``classes``) becomes the label space.
 
         Returns
         -------
@@ -264,10 +265,12 @@ class LabelIndexer(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         y : sparse matrix / ndarray of shape (n_samples, n_labels), or sequence of label collections
+            Labels in any of the accepted forms; labels outside the fitted space follow ``handle_unknown``.
 
         Returns
         -------
         Y : csr_matrix of shape (n_samples, n_labels), dtype float32
+            One row per sample, columns in the order of ``classes_``.
         """
         check_is_fitted(self, "classes_")
         n_labels = len(self.classes_)

@@ -8,17 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .index import (
-    NEG_INF,
-    cluster_log_scores,
-    dense_shortlist,
-    edge_log_scores,
-    expand_paths,
-    label_parents,
-    max_over_paths,
-    shortlist_clusters,
-    shortlist_labels,
-)
+from . import index
+from .index import NEG_INF
 
 __all__ = ["ELIASNetwork"]
 
@@ -114,11 +105,11 @@ class ELIASNetwork(nn.Module):
         """
         if self.learn_adjacency:
             if self.training or torch.is_grad_enabled():
-                return edge_log_scores(self.a_values, self.a_mask, self.beta)
+                return index.edge_log_scores(self.a_values, self.a_mask, self.beta)
             key = (self.a_values.data_ptr(), self.a_values._version, self.a_values.device, self.beta)
             cache = getattr(self, "_edge_cache", None)
             if cache is None or cache[0] != key:
-                cache = (key, edge_log_scores(self.a_values, self.a_mask, self.beta))
+                cache = (key, index.edge_log_scores(self.a_values, self.a_mask, self.beta))
                 self._edge_cache = cache
             return cache[1]
         if self.fixed_log_edges is not None:
@@ -139,7 +130,7 @@ class ELIASNetwork(nn.Module):
             vals = self.fixed_log_edges.exp()
         else:
             vals = self.a_mask.float()
-        self.parent.copy_(label_parents(self.a_indices, self.a_mask, vals, self.n_labels))
+        self.parent.copy_(index.label_parents(self.a_indices, self.a_mask, vals, self.n_labels))
 
     def label_logits(self, emb, labels):
         """w_lᵀφ + b_l for the shortlisted labels (pad label L gives an arbitrary finite value).
@@ -192,22 +183,22 @@ class ELIASNetwork(nn.Module):
                 out["gold_log_shortlist"] = torch.zeros(gold_labels.shape, device=emb.device).masked_fill(
                     gold_labels >= L, NEG_INF)
             return out
-        log_cs = cluster_log_scores(self.cluster_classifier(emb), self.alpha)
-        clusters = shortlist_clusters(log_cs, self.beam_size, gold_parents)
+        log_cs = index.cluster_log_scores(self.cluster_classifier(emb), self.alpha)
+        clusters = index.shortlist_clusters(log_cs, self.beam_size, gold_parents)
         log_es = self.log_edge_scores()
-        labels, log_path = expand_paths(clusters, log_cs, self.a_indices, log_es)
+        labels, log_path = index.expand_paths(clusters, log_cs, self.a_indices, log_es)
         out = {"embedding": emb}
         # Eq. 6 with a dense N × (L+1) buffer costs O(N·L); sorting the N·P paths costs O(N·P log): the
         # buffer only pays while L is within a small multiple of the paths per row P (and fits in memory)
         use_dense = labels.shape[0] * (L + 1) <= self.dense_max_threshold and L + 1 <= 16 * labels.shape[1]
         if self.multi_edge and use_dense:
-            top_lab, top_lp, gold_lp = dense_shortlist(labels, log_path, L, min(K, L), gold_labels)  # Eq. 6
+            top_lab, top_lp, gold_lp = index.dense_shortlist(labels, log_path, L, min(K, L), gold_labels)  # Eq. 6
             if gold_labels is not None:
                 out["gold_log_shortlist"] = gold_lp
         else:
             if self.multi_edge:  # a label may be reached through several clusters: Eq. 6
-                labels, log_path = max_over_paths(labels, log_path, L)
-            top_lab, top_lp = shortlist_labels(labels, log_path, K, L)
+                labels, log_path = index.max_over_paths(labels, log_path, L)
+            top_lab, top_lp = index.shortlist_labels(labels, log_path, K, L)
             if gold_labels is not None and not self.multi_edge:
                 # stage 1: A is a partition, so a gold label's only path is through its parent cluster,
                 # which teacher forcing put in the shortlist (Eq. 3-4): ŷ_l = ŝ_parent(l), a gather
@@ -231,7 +222,7 @@ class ELIASNetwork(nn.Module):
     def cluster_topb(self, batch):
         """(indices, scores) of the top-b clusters by ŝ_c (Eq. 9's matching matrix rows)."""
         emb = self.encoder(batch).float()
-        log_cs = cluster_log_scores(self.cluster_classifier(emb), self.alpha)
+        log_cs = index.cluster_log_scores(self.cluster_classifier(emb), self.alpha)
         top = torch.topk(log_cs, min(self.beam_size, self.n_clusters), dim=1)
         return top.indices, top.values.exp()
 

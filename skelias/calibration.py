@@ -14,7 +14,7 @@ from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import TopKOutputMixin, base_candidates, check_fit_input, is_fitted, topk_of
+from ._base import TopKOutputMixin, base_candidates, check_fit_input, is_fitted, store_params, topk_of
 from ._labels import is_label_matrix
 from ._validation import (
     HasMethods,
@@ -89,8 +89,8 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
     >>> from skelias import KNNLabelClassifier, ScoreCalibrator, SparseReranker
     >>> texts = ["boil pasta in salted water", "bake bread with yeast", "pasta with tomato sauce",
     ...          "sourdough bread starter", "fresh egg pasta dough", "rye bread loaf"] * 20
-    >>> tags = [["pasta"], ["bread"], ["pasta", "sauce"], ["bread"], ["pasta"], ["bread"]] * 20
-    >>> ranker = SparseReranker(KNNLabelClassifier(n_neighbors=5), n_candidates=3)
+    >>> tags = [["pasta", "italian"], ["bread"], ["pasta", "sauce"], ["bread", "baking"], ["pasta"], ["bread"]] * 20
+    >>> ranker = SparseReranker(KNNLabelClassifier(n_neighbors=60), n_candidates=3)
     >>> model = ScoreCalibrator(ranker, validation_size=0.3, min_samples_leaf=5, random_state=0).fit(texts, tags)
     >>> labels, scores = model.predict_topk(["bread with yeast"], k=1)
     >>> labels[0, 0]
@@ -111,14 +111,7 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
 
     def __init__(self, estimator=None, validation_size=5000, max_depth=5, min_samples_leaf=100, variant="paper", k=5,
                  random_state=None, verbose=0):
-        self.estimator = estimator
-        self.validation_size = validation_size
-        self.max_depth = max_depth
-        self.min_samples_leaf = min_samples_leaf
-        self.variant = variant
-        self.k = k
-        self.random_state = random_state
-        self.verbose = verbose
+        store_params(self, locals())
 
     def _features(self, idx, p, q):
         f = np.where(idx >= 0, self.label_frequency_[np.maximum(idx, 0)], 0.0).astype(np.float32)
@@ -141,11 +134,14 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         Parameters
         ----------
         X : list of str, or sparse matrix (n_samples, n_features)
+            Training inputs; ``validation_size`` of them (all, for a frozen estimator) calibrate the tree.
         y : sparse indicator matrix (n_samples, n_labels) or sequence of label collections
+            Relevant labels of each row.
 
         Returns
         -------
-        self
+        self : ScoreCalibrator
+            This estimator, fitted.
         """
         self._validate_params()
         _, Xc, n = check_fit_input(self, X, y)

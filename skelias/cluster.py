@@ -84,6 +84,19 @@ def default_n_clusters(n_labels, max_leaf_size=100, branching=2):
     """``branching ** ceil(log_branching(n_labels / max_leaf_size))``, at least 1 and at most ``n_labels``.
 
     With ``branching=2`` this is ELIAS's ``C = 2**ceil(log2(L / max_leaf))``.
+
+    Parameters
+    ----------
+    n_labels : int
+        L.
+    max_leaf_size : int, default=100
+        Labels per cluster aimed at.
+    branching : int, default=2
+        Children per tree node.
+
+    Returns
+    -------
+    int
     """
     if n_labels <= max_leaf_size:
         return 1
@@ -434,7 +447,7 @@ def balanced_kmeans(
     >>> import numpy as np
     >>> Z = np.random.RandomState(0).randn(1000, 16)
     >>> tree = balanced_kmeans(Z, n_clusters=8, random_state=0)
-    >>> sorted(set(tree.cluster_sizes()))
+    >>> sorted(set(tree.cluster_sizes().tolist()))
     [125]
     """
     blocks = _as_blocks(Z)
@@ -488,23 +501,22 @@ def balanced_kmeans(
     return tree
 
 
-def cluster_labels(
-    Y,
-    X=None,
-    X_dense=None,
-    *,
-    n_clusters=None,
-    max_leaf_size=100,
-    branching=2,
-    normalize_y=False,
-    spherical=True,
-    max_iter=20,
-    random_state=None,
-    verbose=False,
-):
+def cluster_labels(Y, X=None, X_dense=None, *, n_clusters=None, max_leaf_size=100, branching=2, normalize_y=False,
+                   spherical=True, max_iter=20, random_state=None, verbose=False):
     """PIFA label embeddings followed by :func:`balanced_kmeans` (ELIAS stage-1 index).
 
-    Parameters are those of :func:`pifa` and :func:`balanced_kmeans`.
+    Parameters
+    ----------
+    Y : sparse matrix of shape (n_samples, n_labels)
+        Training label indicator matrix.
+    X : sparse matrix of shape (n_samples, n_features), optional
+        Sparse feature block of PIFA (e.g. TF-IDF).
+    X_dense : ndarray of shape (n_samples, p), optional
+        Dense feature block of PIFA (e.g. pretrained embeddings), concatenated to ``X``.
+    normalize_y : bool, default=False
+        Row-normalise ``Y`` before the label embedding (see :func:`pifa`).
+    n_clusters, max_leaf_size, branching, spherical, max_iter, random_state, verbose :
+        As in :func:`balanced_kmeans`.
 
     Returns
     -------

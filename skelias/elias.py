@@ -16,7 +16,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import TopKOutputMixin
+from ._base import TopKOutputMixin, store_params
 from ._inputs import HybridFeatures, HybridTexts, TextRows, pifa_blocks
 from ._labels import LabelIndexer, is_label_matrix
 from ._network import ELIASNetwork
@@ -206,10 +206,13 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
 
     Examples
     --------
+    Train on raw texts (a TF-IDF is fitted inside) and ask for the top labels of new ones:
+
     >>> from skelias import ELIASClassifier
-    >>> texts = ["boil pasta in salted water", "bake bread with yeast", "pasta with tomato sauce",
-    ...          "sourdough bread starter", "fresh egg pasta dough", "rye bread loaf"] * 20
-    >>> tags = [["pasta"], ["bread"], ["pasta", "sauce"], ["bread"], ["pasta"], ["bread"]] * 20
+    >>> corpus = {"pasta": "boil pasta in salted water", "bread": "bake bread with yeast",
+    ...           "sauce": "simmer a tomato sauce"}
+    >>> texts = [corpus[t] + f" {i}" for i in range(40) for t in corpus]
+    >>> tags = [[t] for i in range(40) for t in corpus]
     >>> clf = ELIASClassifier(embed_dim=16, n_epochs_stage1=2, n_epochs_stage2=1, random_state=0)
     >>> clf = clf.fit(texts, tags)
     >>> labels, scores = clf.predict_topk(["pasta with sauce"], k=2)
@@ -266,42 +269,7 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
                  weight_decay="auto", embedding_optimizer="adamw", warmup=0.1, accumulation_steps=1,
                  validation_size=None, k=5, label_scoring="auto", memory=None, device="auto", random_state=None,
                  verbose=0):
-        self.encoder = encoder
-        self.vectorizer = vectorizer
-        self.pretrained_model = pretrained_model
-        self.pretrained_max_length = pretrained_max_length
-        self.pretrained_scale = pretrained_scale
-        self.finetune_pretrained = finetune_pretrained
-        self.lr_pretrained = lr_pretrained
-        self.embed_dim = embed_dim
-        self.dropout = dropout
-        self.n_clusters = n_clusters
-        self.max_leaf_size = max_leaf_size
-        self.alpha = alpha
-        self.beta = beta
-        self.kappa = kappa
-        self.beam_size = beam_size
-        self.shortlist_size = shortlist_size
-        self.loss_lambda = loss_lambda
-        self.n_epochs_stage1 = n_epochs_stage1
-        self.n_epochs_stage2 = n_epochs_stage2
-        self.batch_size = batch_size
-        self.lr = lr
-        self.lr_encoder = lr_encoder
-        self.stage2_lr_factor = stage2_lr_factor
-        self.lr_adjacency = lr_adjacency
-        self.adjacency_init = adjacency_init
-        self.weight_decay = weight_decay
-        self.embedding_optimizer = embedding_optimizer
-        self.warmup = warmup
-        self.accumulation_steps = accumulation_steps
-        self.validation_size = validation_size
-        self.k = k
-        self.label_scoring = label_scoring
-        self.memory = memory
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
+        store_params(self, locals())
 
     # ------------------------------------------------------------------ fit
     def fit(self, X, y):

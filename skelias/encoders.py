@@ -85,6 +85,17 @@ class _ResidualHead(nn.Module):
         return self.dropout(h + nn.functional.gelu(self.linear(h)))
 
 
+def _tfidf_bag(n_features, dim, init_std):
+    """A row-sparse sum bag with N(0, init_std²) entries.
+
+    Unit-norm TF-IDF rows then give activations of about ``init_std`` per unit (a much smaller
+    initialisation leaves the model predicting label priors for several epochs before it learns).
+    """
+    bag = RowSparseEmbeddingBag(n_features, dim, mode="sum")
+    nn.init.normal_(bag.weight, std=init_std)
+    return bag
+
+
 class SparseBagEncoder(nn.Module):
     """φ(x) = h + GELU(W₂h + b₂), h = GELU(Σ_f x_f e_f + b₁): a sparse linear layer (embedding bag).
 
@@ -108,10 +119,7 @@ class SparseBagEncoder(nn.Module):
     def __init__(self, n_features, dim=512, dropout=0.2, residual=True, init_std=0.3):
         super().__init__()
         self.dim = dim
-        self.bag = RowSparseEmbeddingBag(n_features, dim, mode="sum")
-        # unit-norm TF-IDF rows then give unit-variance activations (a smaller init leaves the
-        # model predicting label priors for several epochs before it starts to learn)
-        nn.init.normal_(self.bag.weight, std=init_std)
+        self.bag = _tfidf_bag(n_features, dim, init_std)
         self.bias = nn.Parameter(torch.zeros(dim))
         self.head = _ResidualHead(dim, dropout) if residual else nn.Dropout(dropout)
 
@@ -138,12 +146,8 @@ class DenseMLPEncoder(nn.Module):
     ----------
     n_features : int
         Columns of the input array.
-    dim : int, default=512
-        d, the embedding size.
-    dropout : float, default=0.2
-        Dropout on the output.
-    residual : bool, default=True
-        Add the residual GELU block.
+    dim, dropout, residual :
+        As in :class:`SparseBagEncoder`.
     """
 
     def __init__(self, n_features, dim=512, dropout=0.2, residual=True):
@@ -176,14 +180,8 @@ class HybridEncoder(nn.Module):
         TF-IDF columns (the bag's rows).
     pretrained_dim : int
         p, the size of the pretrained embedding.
-    dim : int, default=512
-        d, the embedding size.
-    dropout : float, default=0.2
-        Dropout on the output.
-    residual : bool, default=True
-        Add the residual GELU block.
-    init_std : float, default=0.3
-        Standard deviation of the bag's initial entries.
+    dim, dropout, residual, init_std :
+        As in :class:`SparseBagEncoder`.
     pretrained_scale : float or None, default=1.0
         The unit-norm embedding is multiplied by this before the projection; ``None``: √p.
     transformer : TransformerEncoder or None, default=None
@@ -195,8 +193,7 @@ class HybridEncoder(nn.Module):
         super().__init__()
         self.transformer = transformer
         self.dim = dim
-        self.bag = RowSparseEmbeddingBag(n_features, dim, mode="sum")
-        nn.init.normal_(self.bag.weight, std=init_std)
+        self.bag = _tfidf_bag(n_features, dim, init_std)
         self.project = nn.Linear(pretrained_dim, dim)
         # unit-norm embeddings have entries ~ 1/sqrt(p); scaled by sqrt(p) they enter the projection with
         # unit variance (None), the same activation scale as the bag's at initialisation

@@ -10,12 +10,46 @@ from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import TopKOutputMixin, base_candidates, check_fit_input, pad_topk
+from ._base import TopKOutputMixin, base_candidates, check_fit_input, pad_topk, store_params
 from ._labels import LabelIndexer, is_label_matrix
 from ._validation import HasMethods, positive_int
 from .metrics import top_k
 
-__all__ = ["TopKEnsemble"]
+__all__ = ["TopKEnsemble", "average_topk"]
+
+
+def average_topk(candidates, n_labels, k):
+    """The top ``k`` labels by mean score over several models' candidate lists.
+
+    A label's score is the mean of the members' scores, a member that does not rank the label
+    contributing 0 (the averaging of :class:`TopKEnsemble`).
+
+    Parameters
+    ----------
+    candidates : list of (indices, scores)
+        Each member's candidates as ndarrays of shape (n_samples, k_m): column indices in a common
+        label space (-1 = padding) and their scores (non-finite = padding).
+    n_labels : int
+        Size of the common label space.
+    k : int
+        Labels per row returned.
+
+    Returns
+    -------
+    indices : ndarray (n_samples, k) int64, -1 for padding
+    scores : ndarray (n_samples, k) float32, descending, -inf for padding
+    """
+    n_m = len(candidates)
+    n = candidates[0][0].shape[0]
+    rows, cols, vals = [], [], []
+    for idx, s in candidates:
+        keep = (idx >= 0) & np.isfinite(s)
+        rows.append(np.nonzero(keep)[0])
+        cols.append(idx[keep])
+        vals.append(s[keep] / n_m)
+    S = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                      shape=(n, n_labels), dtype=np.float32)  # duplicates are summed: the mean
+    return pad_topk(*top_k(S, min(k, S.shape[1])), k)
 
 
 def _reseed(estimator, seed):
@@ -57,13 +91,12 @@ class TopKEnsemble(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
     Examples
     --------
     >>> from skelias import KNNLabelClassifier, TopKEnsemble
-    >>> texts = ["boil pasta in salted water", "bake bread with yeast", "pasta with tomato sauce",
-    ...          "sourdough bread starter", "fresh egg pasta dough", "rye bread loaf"] * 20
-    >>> tags = [["pasta"], ["bread"], ["pasta", "sauce"], ["bread"], ["pasta"], ["bread"]] * 20
-    >>> ens = TopKEnsemble(KNNLabelClassifier(n_neighbors=5), n_estimators=2, random_state=0).fit(texts, tags)
-    >>> labels, scores = ens.predict_topk(["pasta with tomato sauce"], k=2)
-    >>> sorted(labels[0])
-    ['pasta', 'sauce']
+    >>> from skelias.datasets import load_cooking_stackexchange
+    >>> texts, tags = load_cooking_stackexchange("train")
+    >>> ens = TopKEnsemble(KNNLabelClassifier(), n_estimators=2, random_state=0).fit(texts[:2000], tags[:2000])
+    >>> labels, scores = ens.predict_topk(["How long should I boil an egg?"], k=3)
+    >>> labels.shape, bool(scores[0, 0] >= scores[0, 1] >= scores[0, 2])
+    ((1, 3), True)
     """
 
     _parameter_constraints: ClassVar[dict] = {
@@ -75,23 +108,19 @@ class TopKEnsemble(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
     }
 
     def __init__(self, estimator=None, n_estimators=3, n_candidates=100, k=5, random_state=None):
-        self.estimator = estimator
-        self.n_estimators = n_estimators
-        self.n_candidates = n_candidates
-        self.k = k
-        self.random_state = random_state
+        store_params(self, locals())
 
     def fit(self, X, y):
         """Fit every member on (X, y) with its own seed.
 
         Parameters
         ----------
-        X : list of str, or sparse matrix (n_samples, n_features)
-        y : sparse indicator matrix (n_samples, n_labels) or sequence of label collections
+        X, y :
+            Training inputs and labels, as the member estimator's ``fit`` takes them.
 
         Returns
         -------
-        self
+        self : TopKEnsemble
         """
         self._validate_params()
         check_fit_input(self, X, y)
@@ -120,15 +149,8 @@ class TopKEnsemble(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
 
     def _raw_topk(self, X, k, embeddings=False):
         check_is_fitted(self, "estimators_")
-        n_m = len(self.estimators_)
-        rows, cols, vals = [], [], []
+        candidates = []
         for member, remap in zip(self.estimators_, self._maps):
-            idx, s, _ = base_candidates(member, X, self.n_candidates, embeddings=False)
-            keep = idx >= 0
-            rows.append(np.nonzero(keep)[0])
-            cols.append(remap[idx[keep]])
-            vals.append(s[keep] / n_m)
-        n = idx.shape[0]
-        S = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                          shape=(n, len(self.classes_)), dtype=np.float32)  # duplicates are summed: the mean
-        return pad_topk(*top_k(S, min(k, S.shape[1])), k)
+            idx, scores, _ = base_candidates(member, X, self.n_candidates, embeddings=False)
+            candidates.append((np.where(idx >= 0, remap[np.maximum(idx, 0)], -1), scores))
+        return average_topk(candidates, len(self.classes_), k)

@@ -46,21 +46,9 @@ from ._base import pad_topk
 from ._labels import check_label_matrix, is_label_matrix, to_common_label_space
 from ._validation import check_k
 
-__all__ = [
-    "inverse_propensity",
-    "make_topk_scorer",
-    "ndcg_at_k",
-    "ndcg_at_k_scorer",
-    "precision_at_k",
-    "precision_at_k_scorer",
-    "psndcg_at_k",
-    "psprecision_at_k",
-    "psprecision_at_k_scorer",
-    "recall_at_k",
-    "recall_at_k_scorer",
-    "top_k",
-    "xmc_metrics",
-]
+__all__ = ["inverse_propensity", "make_topk_scorer", "ndcg_at_k", "ndcg_at_k_scorer", "precision_at_k",
+           "precision_at_k_scorer", "psndcg_at_k", "psprecision_at_k", "psprecision_at_k_scorer",
+           "recall_at_k", "recall_at_k_scorer", "top_k", "xmc_metrics"]
 
 
 # ----------------------------------------------------------------------------- validation
@@ -263,6 +251,7 @@ def precision_at_k(y_true, y_pred, k=5):
     y_pred : sparse matrix / ndarray of shape (n_samples, n_labels), or tuple (indices, scores)
         Score matrix, or top-k arrays of shape (n_samples, k') with k' >= k.
     k : int, default=5
+        Number of top-ranked labels evaluated.
 
     Returns
     -------
@@ -273,7 +262,7 @@ def precision_at_k(y_true, y_pred, k=5):
     --------
     >>> import numpy as np, scipy.sparse as sp
     >>> Y = sp.csr_matrix(np.array([[1, 0, 1], [0, 1, 0]]))
-    >>> S = np.array([[0.9, 0.5, 0.1], [0.2, 0.3, 0.1]])
+    >>> S = np.array([[0.9, 0.5, 0.1], [0.2, 0.1, 0.3]])
     >>> precision_at_k(Y, S, k=1)
     0.5
     """
@@ -284,8 +273,15 @@ def precision_at_k(y_true, y_pred, k=5):
 def recall_at_k(y_true, y_pred, k=5):
     """Recall@k averaged over samples with at least one true label (paper Eq. 13).
 
-    Parameters and inputs as in :func:`precision_at_k`. Rows with no true label
-    are excluded from the mean; returns 0.0 if no row has a true label.
+    Parameters
+    ----------
+    y_true, y_pred, k :
+        As in :func:`precision_at_k`.
+
+    Returns
+    -------
+    float
+        In [0, 1]. Rows with no true label are excluded from the mean; 0.0 if no row has a true label.
     """
     Y, idx = _check_inputs(y_true, y_pred, k)
     return _recall(Y, idx, k)
@@ -294,7 +290,17 @@ def recall_at_k(y_true, y_pred, k=5):
 def ndcg_at_k(y_true, y_pred, k=5):
     """nDCG@k with binary gains, normalised by the ideal DCG over ``min(k, |y|)`` positions.
 
-    Parameters and inputs as in :func:`precision_at_k`. Rows without true labels count as 0.
+    Parameters
+    ----------
+    y_true, y_pred :
+        As in :func:`precision_at_k`.
+    k : int, default=5
+        Number of ranked positions discounted.
+
+    Returns
+    -------
+    float
+        In [0, 1]; rows without true labels count as 0.
     """
     Y, idx = _check_inputs(y_true, y_pred, k)
     return _ndcg(Y, idx, k)
@@ -310,7 +316,7 @@ def psprecision_at_k(y_true, y_pred, k=5, *, inv_prop=None, A=0.55, B=1.5, norma
     inv_prop : ndarray of shape (n_labels,), optional
         Inverse propensities, normally ``inverse_propensity(Y_train)``. When
         ``None`` they are computed from ``y_true`` with ``A`` and ``B``.
-    A, B : float
+    A, B : float, default=0.55, 1.5
         Parameters of :func:`inverse_propensity` (used only when ``inv_prop`` is None).
     normalize : bool, default=True
         Divide by the same quantity for the best possible ranking (standard XMC
@@ -325,7 +331,18 @@ def psprecision_at_k(y_true, y_pred, k=5, *, inv_prop=None, A=0.55, B=1.5, norma
 
 
 def psndcg_at_k(y_true, y_pred, k=5, *, inv_prop=None, A=0.55, B=1.5):
-    """Propensity-scored nDCG@k, normalised by the best ranking (as :func:`psprecision_at_k`)."""
+    """Propensity-scored nDCG@k, normalised by the best ranking (as :func:`psprecision_at_k`).
+
+    Parameters
+    ----------
+    y_true, y_pred, k, inv_prop, A, B :
+        As in :func:`psprecision_at_k`.
+
+    Returns
+    -------
+    float
+        In [0, 1].
+    """
     Y, idx = _check_inputs(y_true, y_pred, k)
     return _psp(Y, idx, k, _check_inv_prop(inv_prop, Y, A, B), discount=True)
 
@@ -343,7 +360,8 @@ def inverse_propensity(Y, A=0.55, B=1.5):
     ----------
     Y : sparse matrix or ndarray of shape (n_samples, n_labels)
         Training indicator matrix.
-    A, B : float
+    A, B : float, default=0.55, 1.5
+        The constants of the formula above.
 
     Returns
     -------
@@ -371,10 +389,15 @@ def xmc_metrics(y_true, y_pred, *, ks=(1, 3, 5), recall_ks=(10, 100), inv_prop=N
         As in :func:`precision_at_k`. ``y_pred`` must rank at least ``max(ks + recall_ks)``
         labels when given as top-k arrays; with a score matrix, ``k`` values larger than
         ``n_labels`` are skipped.
-    ks, recall_ks : sequence of int
+    ks : sequence of int, default=(1, 3, 5)
+        Cut-offs of P@k, nDCG@k, PSP@k and PSnDCG@k.
+    recall_ks : sequence of int, default=(10, 100)
+        Cut-offs of R@k.
     inv_prop : ndarray of shape (n_labels,), optional
         Inverse propensities (usually of the training labels); computed from
         ``y_true`` when None.
+    A, B : float, default=0.55, 1.5
+        Parameters of :func:`inverse_propensity` (used only when ``inv_prop`` is None).
 
     Returns
     -------
@@ -494,8 +517,10 @@ def make_topk_scorer(metric, k, *, A=0.55, B=1.5):
     Parameters
     ----------
     metric : {"precision", "recall", "ndcg", "psprecision"}
+        The metric; ``"psprecision"`` is normalised PSP@k.
     k : int
-    A, B : float
+        Cut-off.
+    A, B : float, default=0.55, 1.5
         Propensity parameters for ``"psprecision"``; propensities are computed
         from the evaluated fold's labels.
 
@@ -507,21 +532,51 @@ def make_topk_scorer(metric, k, *, A=0.55, B=1.5):
 
 
 def precision_at_k_scorer(k=1):
-    """Scorer for P@k (see :func:`make_topk_scorer`)."""
+    """A ``scorer(estimator, X, y)`` for P@k (see :func:`make_topk_scorer`).
+
+    Parameters
+    ----------
+    k : int, optional
+        The cut-off of P@k; 1 (is the top label relevant?) by default.
+    """
     return _TopKScorer("precision", k)
 
 
 def recall_at_k_scorer(k=10):
-    """Scorer for R@k (see :func:`make_topk_scorer`)."""
+    """A ``scorer(estimator, X, y)`` for R@k (see :func:`make_topk_scorer`).
+
+    Rows without a true label are left out of the mean, as in :func:`recall_at_k`.
+
+    Parameters
+    ----------
+    k : int, default=10
+        The cut-off of R@k.
+    """
     return _TopKScorer("recall", k)
 
 
 def ndcg_at_k_scorer(k=5):
-    """Scorer for nDCG@k (see :func:`make_topk_scorer`)."""
+    """A ``scorer(estimator, X, y)`` for nDCG@k (see :func:`make_topk_scorer`).
+
+    Parameters
+    ----------
+    k : int, default=5
+        The cut-off of nDCG@k (binary gains; the ideal DCG covers ``min(k, |y|)`` positions).
+    """
     return _TopKScorer("ndcg", k)
 
 
 def psprecision_at_k_scorer(k=5, *, A=0.55, B=1.5):
-    """Scorer for normalised PSP@k with propensities of the evaluated fold (see :func:`make_topk_scorer`)."""
+    """A ``scorer(estimator, X, y)`` for normalised PSP@k with the evaluated fold's propensities.
+
+    See :func:`make_topk_scorer`.
+
+    Parameters
+    ----------
+    k : int, default=5
+        The cut-off of PSP@k.
+    A, B : float, default=0.55, 1.5
+        Parameters of :func:`inverse_propensity`.
+    """
     return _TopKScorer("psprecision", k, A=A, B=B)
 

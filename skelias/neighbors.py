@@ -17,7 +17,7 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.preprocessing import normalize
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import TopKOutputMixin, pad_topk
+from ._base import TopKOutputMixin, pad_topk, store_params
 from ._labels import LabelIndexer, is_label_matrix
 from ._validation import HasMethods, Interval, apply_vectorizer, check_n_rows, check_X, default_vectorizer, positive_int
 from .metrics import top_k
@@ -72,11 +72,7 @@ class KNNLabelClassifier(TopKOutputMixin, BaseEstimator):
     }
 
     def __init__(self, n_neighbors=30, k=5, power=2.0, vectorizer=None, batch_size=1024):
-        self.n_neighbors = n_neighbors
-        self.k = k
-        self.power = power
-        self.vectorizer = vectorizer
-        self.batch_size = batch_size
+        store_params(self, locals())
 
     def _vectorize(self, kind, X):
         return normalize(sp.csr_matrix(apply_vectorizer(kind, X, self.vectorizer_), dtype=np.float32))

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import TopKOutputMixin, base_candidates, check_fit_input, is_fitted, topk_of
+from ._base import TopKOutputMixin, base_candidates, check_fit_input, is_fitted, store_params, topk_of
 from ._labels import is_label_matrix
 from ._liblinear import LOSSES, train_label_classifiers
 from ._validation import (
@@ -193,20 +193,7 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
     def __init__(self, estimator=None, n_candidates=100, C=1.0, loss="squared_hinge", weight_threshold=0.1, bias=1.0,
                  tol=0.1, score_transform="auto", embedding_weight=0.0, vectorizer=None, k=5, n_jobs=None,
                  random_state=None, verbose=0):
-        self.estimator = estimator
-        self.n_candidates = n_candidates
-        self.embedding_weight = embedding_weight
-        self.C = C
-        self.loss = loss
-        self.weight_threshold = weight_threshold
-        self.bias = bias
-        self.tol = tol
-        self.score_transform = score_transform
-        self.vectorizer = vectorizer
-        self.k = k
-        self.n_jobs = n_jobs
-        self.random_state = random_state
-        self.verbose = verbose
+        store_params(self, locals())
 
     def _transform_name(self):
         if self.score_transform == "auto":
@@ -238,14 +225,18 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
     def fit(self, X, y):
         """Fit the base model (unless frozen), then one sparse classifier per label.
 
+        The base model's top ``n_candidates`` on the training rows are the hard negatives (Eq. 17).
+
         Parameters
         ----------
         X : list of str, or sparse matrix (n_samples, n_features)
+            Raw texts (bow(x) from ``vectorizer``) or the bow features themselves.
         y : sparse indicator matrix (n_samples, n_labels) or sequence of label collections
+            Relevant labels; labels outside the base model's label space are ignored.
 
         Returns
         -------
-        self
+        self : SparseReranker
         """
         self._validate_params()
         kind, Xc, _ = check_fit_input(self, X, y)

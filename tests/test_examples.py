@@ -1,9 +1,11 @@
 """The scripts under examples/ run as written (on small data) and report what they claim."""
 
+import importlib
 import importlib.util
 import os
 
 import numpy as np
+import pytest
 
 from skelias import ScoreCalibrator
 
@@ -17,6 +19,7 @@ def load(name):
     return module
 
 
+@pytest.mark.slow
 def test_pipeline_gridsearch_example(capsys):
     search = load("pipeline_gridsearch").main(["--small"])
     assert set(search.best_params_) == {"eliasclassifier__beam_size"}
@@ -24,6 +27,7 @@ def test_pipeline_gridsearch_example(capsys):
     assert "best parameters" in out and "tags for" in out
 
 
+@pytest.mark.slow
 def test_elias_plus_plus_example(capsys):
     model = load("elias_plus_plus").main(["--small"])
     out = capsys.readouterr().out
@@ -33,17 +37,18 @@ def test_elias_plus_plus_example(capsys):
     assert isinstance(model, ScoreCalibrator) and hasattr(model, "tree_")
 
 
+@pytest.mark.slow
 def test_index_analysis_example(tmp_path, capsys):
     png = tmp_path / "edges.png"
     has_mpl = importlib.util.find_spec("matplotlib") is not None
     per_decile = load("index_analysis").main(["--small", *(["--plot", str(png)] if has_mpl else [])])
-    assert per_decile.shape == (10,) and np.all(np.isfinite(per_decile)) and np.all(per_decile >= 0)
+    assert per_decile.shape == (10,) and np.all(np.isfinite(per_decile)) and per_decile.max() > 0
     assert not has_mpl or png.stat().st_size > 1000
     assert "pruned" in capsys.readouterr().out
 
 
 def test_benchmark_ensemble_averages_saved_topk_like_topk_ensemble(tmp_path):
-    common = load("benchmarks/_common")
+    common = importlib.import_module("examples.benchmarks._common")
     classes = np.array(["a", "b", "c", "d"])
     # member 1 ranks a, b; member 2 ranks b, d (-1 / -inf = padding); label c is ranked by nobody
     np.savez(tmp_path / "m1.npz", idx=np.array([[0, 1, -1]]), scores=np.array([[0.9, 0.4, -np.inf]]), classes=classes)
@@ -62,7 +67,7 @@ def test_benchmark_ensemble_averages_saved_topk_like_topk_ensemble(tmp_path):
 
 
 def test_benchmark_set_parameters_decode_json_and_keep_plain_strings():
-    common = load("benchmarks/_common")
+    common = importlib.import_module("examples.benchmarks._common")
     got = common.parse_params(["adjacency_init=tree", "lr=0.1", "n_clusters=null", "finetune_pretrained=true",
                                "kappa=[1, 2]", "pretrained_model=all-MiniLM-L6-v2", "memory=/tmp/x=y"])
     assert got == {"adjacency_init": "tree", "lr": 0.1, "n_clusters": None, "finetune_pretrained": True,
@@ -70,7 +75,7 @@ def test_benchmark_set_parameters_decode_json_and_keep_plain_strings():
 
 
 def test_benchmark_model_settings_win_over_set_parameters():
-    bench = load("benchmarks/bench_elias")
+    bench = importlib.import_module("examples.benchmarks.bench_elias")
     args = ["n_epochs_stage2=3", "lr=0.02", "n_clusters=4"]
     assert bench.elias_params("stage1", 50, args, random_state=0) == {
         "random_state": 0, "n_epochs_stage2": 0, "lr": 0.02, "n_clusters": 4}

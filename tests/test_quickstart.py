@@ -1,6 +1,9 @@
+import pytest
+
 from skelias.quickstart import main
 
 
+@pytest.mark.slow
 def test_quickstart_knn_baseline(capsys):
     m = main(["--model", "knn", "--n-train", "3000"])
     out = capsys.readouterr().out
@@ -9,6 +12,7 @@ def test_quickstart_knn_baseline(capsys):
     assert 0.25 < m["P@1"] <= 1.0 and m["R@100"] >= m["R@10"]
 
 
+@pytest.mark.slow
 def test_quickstart_elias(capsys):
     m = main(["--n-train", "2000", "--epochs", "2", "--no-pretrained"])
     out = capsys.readouterr().out
@@ -16,6 +20,7 @@ def test_quickstart_elias(capsys):
     assert 0.0 < m["P@1"] <= 1.0 and m["R@100"] >= m["R@10"]
 
 
+@pytest.mark.slow
 def test_quickstart_elias_pp(capsys):
     m = main(["--model", "elias++", "--n-train", "2500", "--epochs", "2", "--no-pretrained"])
     out = capsys.readouterr().out

@@ -5,8 +5,13 @@ import subprocess
 import sys
 
 import numpy as np
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import TfidfVectorizer
 
-COLS = ["P@1", "P@3", "P@5", "nDCG@3", "nDCG@5", "PSP@1", "PSP@3", "PSP@5", "R@10", "R@100"]
+from skelias import LabelIndexer, inverse_propensity, xmc_metrics
+from skelias.ensemble import average_topk as ensemble_average_topk
+
+from .tables import METRICS
 
 
 def parse_params(pairs):
@@ -23,8 +28,6 @@ def parse_params(pairs):
 
 def peer_tfidf():
     """The features every method is measured on: sublinear tf, 1-2 grams, <= 200k features, min_df 2."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
     return TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), max_features=200_000, min_df=2, dtype=np.float32)
 
 
@@ -42,8 +45,6 @@ def union_metrics(classes, idx, scores, ytr, yte, topk_out=None):
     scores (``scores``, float32) and the union label names (``classes``) to this ``.npz`` file, for the
     plots and for ensembles (:func:`average_topk`).
     """
-    from skelias import LabelIndexer, inverse_propensity, xmc_metrics
-
     space = LabelIndexer(classes=[label for row in yte for label in row]).fit(ytr)
     remap = space.indices_of(np.asarray(classes))
     idx_u = np.where(idx >= 0, remap[np.maximum(idx, 0)], -1)
@@ -54,34 +55,20 @@ def union_metrics(classes, idx, scores, ytr, yte, topk_out=None):
         np.savez_compressed(topk_out, idx=np.take_along_axis(idx_u, order, axis=1).astype(np.int32),
                             scores=np.take_along_axis(scores, order, axis=1).astype(np.float32),
                             classes=np.asarray(space.classes_, dtype=str))
-    return {c: m[c] for c in COLS}
+    return {c: m[c] for c in METRICS}
 
 
 def average_topk(files, k=100):
     """Ensemble of saved top-k predictions (``union_metrics(topk_out=)`` files of the same test set).
 
-    The score of a label is the mean of the members' scores, a member that does not rank the label
-    contributing 0 — the averaging of :class:`skelias.TopKEnsemble` over its members' top-k.
+    The averaging is :func:`skelias.ensemble.average_topk`, the one :class:`skelias.TopKEnsemble` uses.
     Returns ``(classes, idx, scores)`` with the ensemble's top ``k`` per row.
     """
-    import scipy.sparse as sp
-
     members = [np.load(f) for f in files]
     classes = members[0]["classes"]
     if any(len(m["classes"]) != len(classes) or np.any(m["classes"] != classes) for m in members):
         raise ValueError("the files hold predictions in different label spaces")
-    n = members[0]["idx"].shape[0]
-    rows, cols, vals = [], [], []
-    for m in members:
-        keep = (m["idx"] >= 0) & np.isfinite(m["scores"])
-        rows.append(np.nonzero(keep)[0])
-        cols.append(m["idx"][keep])
-        vals.append(m["scores"][keep] / len(members))
-    S = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                      shape=(n, len(classes)), dtype=np.float32)  # duplicates are summed: the mean
-    from skelias.metrics import top_k
-
-    idx, top = top_k(S, min(k, S.shape[1]))
+    idx, top = ensemble_average_topk([(m["idx"], m["scores"]) for m in members], len(classes), k)
     return classes, idx, top
 
 
@@ -106,18 +93,6 @@ def run_child(cmd, name, out=None, timeout=None, env=None, all_records=False):
     return recs if all_records else recs[-1]
 
 
-def print_table(rows, extra=()):
-    """Markdown table: model, metrics (percent), fit s, predict s, then ``extra`` (key, header, format)."""
-    extra = [("fit_s", "fit s", "{:.0f}"), ("predict_s", "predict s", "{:.1f}"), *extra,
-             ("peak_rss_gib", "peak RSS GiB", "{:.2f}")]
-    print("| model | " + " | ".join(COLS) + " | " + " | ".join(h for _, h, _ in extra) + " |")
-    print("|---" * (len(COLS) + len(extra) + 1) + "|")
-    for r in rows:
-        cells = [f"{100 * r[c]:.2f}" for c in COLS]
-        cells += [fmt.format(r[k]) if r.get(k) is not None else "–" for k, _, fmt in extra]
-        print(f"| {r['model']} | " + " | ".join(cells) + " |")
-
-
 def synthetic_problem(n_labels, n_docs, n_features, seed=0, labels_per_doc=3, words_per_doc=20, n_topics=2000):
     """A power-law XMC problem over topic-structured sparse documents: ``(X, Y)`` CSR float32.
 
@@ -125,8 +100,6 @@ def synthetic_problem(n_labels, n_docs, n_features, seed=0, labels_per_doc=3, wo
     labels of it (Zipf(1.3) ranks within the topic: power-law label frequencies) and ``words_per_doc``
     words (70 % from the topic's 50 words, the rest uniform). Every label has at least one document.
     """
-    import scipy.sparse as sp
-
     rng = np.random.default_rng(seed)
     L, N, D = n_labels, n_docs, n_features
     label_topic = rng.integers(0, n_topics, L)

@@ -2,26 +2,25 @@
 
 Usage::
 
-    python examples/benchmarks/bench_clustering.py tibkat [--data ../shared/datasets/tibkat-en]
-    python examples/benchmarks/bench_clustering.py synthetic --n-labels 1000000
+    python -m examples.benchmarks.bench_clustering tibkat [--data ../shared/datasets/tibkat-en]
+    python -m examples.benchmarks.bench_clustering synthetic --n-labels 1000000
 
 Prints the time of each step (TF-IDF, PIFA, balanced k-means), the peak RSS of
 the process, the number of clusters and the range of cluster sizes.
 """
 
 import argparse
-import os
+import logging
 import resource
-import sys
 import time
 
 import numpy as np
+from sklearn.feature_extraction.text import TfidfVectorizer
 
 from skelias import LabelIndexer, balanced_kmeans, pifa
 from skelias.datasets import load_text_dataset
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import synthetic_problem
+from ._common import synthetic_problem
 
 
 def peak_rss_gib():
@@ -37,7 +36,6 @@ def report(name, t0, tree=None):
 
 
 def tibkat(args):
-    from sklearn.feature_extraction.text import TfidfVectorizer
 
     texts, labels = load_text_dataset(args.data, "train")
     _test_texts, test_labels = load_text_dataset(args.data, "test")
@@ -75,7 +73,6 @@ def synthetic(args):
 
 
 if __name__ == "__main__":
-    import logging
 
     logging.basicConfig(level=logging.INFO, format="  %(message)s")
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

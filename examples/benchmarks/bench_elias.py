@@ -2,8 +2,8 @@
 
 Usage::
 
-    python examples/benchmarks/bench_elias.py ../shared/datasets/cooking-stackexchange --models stage1 stage2 ova
-    python examples/benchmarks/bench_elias.py ../shared/datasets/tibkat-en --models stage2 --set n_epochs_stage1=8
+    python -m examples.benchmarks.bench_elias ../shared/datasets/cooking-stackexchange --models stage1 stage2 ova
+    python -m examples.benchmarks.bench_elias ../shared/datasets/tibkat-en --models stage2 --set n_epochs_stage1=8
 
 Each model runs in its own subprocess (so peak RSS is its own). Features are built like the peers':
 TF-IDF with sublinear tf, 1-2 grams, <= 200k features, min_df 2, fitted on the training texts.
@@ -14,13 +14,15 @@ Prints a markdown table and writes JSON lines to --out.
 
 import argparse
 import json
-import os
 import resource
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import parse_params, peer_tfidf, print_table, run_child, union_metrics
+from skelias import ELIASClassifier, LabelIndexer
+from skelias.datasets import load_text_dataset
+
+from ._common import parse_params, peer_tfidf, run_child, union_metrics
+from .tables import render
 
 
 def model_params(name, n_labels):
@@ -43,8 +45,6 @@ def elias_params(name, n_labels, set_args, **base):
 
 
 def run_one(args):
-    from skelias import ELIASClassifier, LabelIndexer
-    from skelias.datasets import load_text_dataset
 
     tr, ytr = load_text_dataset(args.data, "train")
     te, yte = load_text_dataset(args.data, "test")
@@ -85,7 +85,7 @@ def main():
         return run_one(args)
     rows = []
     for model in args.models:
-        cmd = [sys.executable, __file__, args.data, "--model", model, "--seed", str(args.seed),
+        cmd = [sys.executable, "-m", __spec__.name, args.data, "--model", model, "--seed", str(args.seed),
                "--verbose", str(args.verbose), *(["--raw-texts"] if args.raw_texts else []), "--set", *args.set]
         rec = run_child(cmd, model)  # stderr (progress) streams through
         if rec is None:
@@ -95,7 +95,7 @@ def main():
         if args.out:
             with open(args.out, "a") as fh:
                 fh.write(json.dumps(rec) + "\n")
-    print_table(rows)
+    print(render(rows))
 
 
 if __name__ == "__main__":

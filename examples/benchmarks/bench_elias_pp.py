@@ -2,9 +2,9 @@
 
 Usage::
 
-    python examples/benchmarks/bench_elias_pp.py ../shared/datasets/cooking-stackexchange
-    python examples/benchmarks/bench_elias_pp.py ../shared/datasets/tibkat-en --hybrid --memory /tmp/skcache
-    python examples/benchmarks/bench_elias_pp.py ../shared/datasets/cooking-stackexchange --ensemble 3
+    python -m examples.benchmarks.bench_elias_pp ../shared/datasets/cooking-stackexchange
+    python -m examples.benchmarks.bench_elias_pp ../shared/datasets/tibkat-en --hybrid --memory /tmp/skcache
+    python -m examples.benchmarks.bench_elias_pp ../shared/datasets/cooking-stackexchange --ensemble 3
 
 One process, one chain: a seeded ``--validation-size`` split of the training texts is held out
 for the calibrator; ELIASClassifier is fitted on the rest, the SparseReranker on top of the
@@ -19,18 +19,23 @@ import argparse
 import json
 import os
 import resource
-import sys
+import tempfile
 import time
 
+import joblib
 import numpy as np
+import torch
+from sklearn.frozen import FrozenEstimator
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import parse_params, print_table, slug, union_metrics
+from skelias import ELIASClassifier, ScoreCalibrator, SparseReranker, TopKEnsemble
+from skelias.datasets import load_text_dataset
+
+from ._common import parse_params, slug, union_metrics
+from .tables import render
 
 
 def latency_ms(model, texts, n_queries):
     """Median seconds of ``predict_topk([text], 10)`` over single test texts, in ms."""
-    import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -55,9 +60,7 @@ def evaluate(model, te, yte, ytr, topk_out=None):
 
 def model_mib(model):
     """Size of the joblib-dumped model, MiB."""
-    import tempfile
 
-    import joblib
 
     with tempfile.TemporaryDirectory() as tmp:
         joblib.dump(model, os.path.join(tmp, "m.joblib"))
@@ -82,10 +85,7 @@ def main():
     p.add_argument("--topk-dir", default=None, help="save each model's top-100 test predictions here (for plots)")
     args = p.parse_args()
 
-    from sklearn.frozen import FrozenEstimator
 
-    from skelias import ELIASClassifier, ScoreCalibrator, SparseReranker, TopKEnsemble
-    from skelias.datasets import load_text_dataset
 
     tr, ytr = load_text_dataset(args.data, "train")
     te, yte = load_text_dataset(args.data, "test")
@@ -120,7 +120,6 @@ def main():
 
     t0 = time.perf_counter()
     if args.load:
-        import joblib
 
         elias = joblib.load(args.load)
         t_elias = sum(v for k, v in elias.fit_time_.items() if k != "total")
@@ -128,7 +127,6 @@ def main():
         elias = ELIASClassifier(**params).fit(X_fit, y_fit)
         t_elias = time.perf_counter() - t0
     if args.save:
-        import joblib
 
         joblib.dump(elias, args.save)
     record(f"ELIAS (stage {getattr(elias, 'selected_stage_', 2)})", elias, t_elias)
@@ -146,7 +144,7 @@ def main():
         ens = TopKEnsemble(chain, n_estimators=args.ensemble, random_state=args.seed).fit(tr, ytr)
         record(f"+ {args.ensemble}x ensemble", ens, time.perf_counter() - t0)
 
-    print_table(rows, extra=[("latency_ms", "latency ms", "{:.2f}"), ("model_mb", "model MiB", "{:.1f}")])
+    print(render(rows))
 
 
 if __name__ == "__main__":

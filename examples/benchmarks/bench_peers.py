@@ -3,7 +3,7 @@
 Usage::
 
     pip install "skelias[bench]"          # libpecos, omikuji, napkinxc
-    python examples/benchmarks/bench_peers.py ../shared/datasets/tibkat-en --methods pecos omikuji napkinxc
+    python -m examples.benchmarks.bench_peers ../shared/datasets/tibkat-en --methods pecos omikuji napkinxc
 
 Each method runs in its own subprocess (own peak RSS, own ``--timeout``), with 2 threads.
 Features: TF-IDF with sublinear tf, 1-2 grams, <= 200k features, min_df 2, fitted on the training
@@ -22,9 +22,13 @@ import tempfile
 import time
 
 import numpy as np
+import scipy.sparse as sp
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import peer_tfidf, print_table, run_child, slug, union_metrics
+from skelias import LabelIndexer, top_k
+from skelias.datasets import dump_xmc_sparse, load_text_dataset
+
+from ._common import peer_tfidf, run_child, slug, union_metrics
+from .tables import render
 
 
 def dir_size(path):
@@ -34,8 +38,6 @@ def dir_size(path):
 
 
 def features(data):
-    from skelias import LabelIndexer
-    from skelias.datasets import load_text_dataset
 
     tr, ytr = load_text_dataset(data, "train")
     te, yte = load_text_dataset(data, "test")
@@ -71,7 +73,6 @@ def run_pecos(Xtr, Ytr, Xte, k, workdir, n_queries):
 def run_omikuji(Xtr, Ytr, Xte, k, workdir, n_queries):
     import omikuji
 
-    from skelias.datasets import dump_xmc_sparse
 
     path = os.path.join(workdir, "train.txt")
     dump_xmc_sparse(path, Xtr, Ytr)
@@ -115,7 +116,6 @@ def run_napkinxc(Xtr, Ytr, Xte, k, workdir, n_queries):
 
 
 def _to_csr(preds, n, L):
-    import scipy.sparse as sp
 
     rows = np.repeat(np.arange(n), [len(p) for p in preds])
     cols = np.array([c for p in preds for c, _ in p], dtype=np.int64)
@@ -128,7 +128,6 @@ METHODS = {"pecos": ("PECOS XR-Linear", run_pecos, "pecos"), "omikuji": ("omikuj
 
 
 def run_one(args):
-    from skelias import top_k
 
     name, fn, _ = METHODS[args.method]
     Xtr, Ytr, Xte, li, ytr, yte = features(args.data)
@@ -164,13 +163,13 @@ def main():
         except ImportError:
             print(f"{method}: not installed (pip install 'skelias[bench]'); skipped", file=sys.stderr)
             continue
-        cmd = [sys.executable, __file__, args.data, "--method", method, "--n-queries", str(args.n_queries)]
+        cmd = [sys.executable, "-m", __spec__.name, args.data, "--method", method, "--n-queries", str(args.n_queries)]
         if args.topk_dir:
             cmd += ["--topk-dir", args.topk_dir]
         rec = run_child(cmd, method, out=args.out, timeout=args.timeout, env=env)
         if rec is not None:
             rows.append(rec)
-    print_table(rows, extra=[("latency_ms", "latency ms", "{:.2f}"), ("model_mb", "model MiB", "{:.1f}")])
+    print(render(rows))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ single-query latency and batch throughput vs L, with a log-log plot.
 
 Usage::
 
-    python examples/benchmarks/bench_scale.py --n-labels 10000 100000 1000000 --plot docs/figures/scale.png
+    python -m examples.benchmarks.bench_scale --n-labels 10000 100000 1000000 --plot docs/figures/scale.png
 
 Each L runs in its own subprocess (its own peak RSS). Data: ``_common.synthetic_problem`` (topic-structured
 sparse documents, 20 Zipf-ranked labels per document within its topic, every label has a document), the same
@@ -20,19 +20,19 @@ import sys
 import tempfile
 import time
 
+import joblib
 import numpy as np
+import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import parse_params, run_child, synthetic_problem
+from skelias import ELIASClassifier, precision_at_k
+
+from ._common import parse_params, run_child, synthetic_problem
 
 DEFAULTS = {"n_epochs_stage1": 1, "n_epochs_stage2": 1, "embed_dim": 256, "shortlist_size": 1000, "random_state": 0}
 
 
 def run_one(args):
-    import joblib
-    import torch
 
-    from skelias import ELIASClassifier, precision_at_k
 
     n_test, n_labels = 2000, args.n_labels[0]
     t0 = time.perf_counter()
@@ -112,7 +112,7 @@ def main():
     rows = []
     env = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
     for L in args.n_labels:
-        cmd = [sys.executable, __file__, "--one", "--n-labels", str(L), "--n-docs", str(args.n_docs),
+        cmd = [sys.executable, "-m", __spec__.name, "--one", "--n-labels", str(L), "--n-docs", str(args.n_docs),
                "--n-features", str(args.n_features), "--n-queries", str(args.n_queries), "--set", *args.set]
         rec = run_child(cmd, f"L={L}", out=args.out, timeout=args.timeout, env=env)
         if rec is not None:

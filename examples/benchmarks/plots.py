@@ -2,7 +2,7 @@
 
 Usage::
 
-    python examples/benchmarks/plots.py ../shared/datasets/tibkat-en docs/results/tibkat-en
+    python -m examples.benchmarks.plots ../shared/datasets/tibkat-en docs/results/tibkat-en
 
 Reads ``topk/*.npz`` (top-100 test predictions as union-space label columns, written by ``bench_peers.py``
 and ``bench_elias_pp.py`` with ``--topk-dir``) and writes ``recall_at_k.png`` and ``decile_recall.png`` to
@@ -13,18 +13,20 @@ scale); right: the share of decile d's true test labels that are in the top 100.
 
 import argparse
 import glob
+import json
 import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from skelias import LabelIndexer
+from skelias.datasets import load_text_dataset
+
+from ._common import slug
+
 
 def display_names(run_dir):
     """File stem -> model name as in the run's ``results.json`` (files are ``peer_<slug>`` / ``skelias_<slug>``)."""
-    import json
 
-    from _common import slug
 
     path = os.path.join(run_dir, "results.json")
     names = {}
@@ -56,8 +58,6 @@ def main(argv=None):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from skelias import LabelIndexer
-    from skelias.datasets import load_text_dataset
 
     files = sorted(glob.glob(os.path.join(args.run_dir, "topk", "*.npz")), key=os.path.getmtime)  # run order
     names = display_names(args.run_dir)

@@ -2,8 +2,8 @@
 
 Usage::
 
-    python examples/benchmarks/run.py ../shared/datasets/cooking-stackexchange --out-dir docs/results/cooking
-    python examples/benchmarks/run.py ../shared/datasets/tibkat-en --hybrid --memory /tmp/skcache \\
+    python -m examples.benchmarks.run ../shared/datasets/cooking-stackexchange --out-dir docs/results/cooking
+    python -m examples.benchmarks.run ../shared/datasets/tibkat-en --hybrid --memory /tmp/skcache \\
         --set validation_size=2000 n_epochs_stage1=12 n_epochs_stage2=3 --validation-size 3000 --out-dir docs/results/tibkat-en
 
 Runs, each in its own subprocess with its own timeout (``--timeout``) and peak-RSS measurement and with
@@ -11,7 +11,7 @@ Runs, each in its own subprocess with its own timeout (``--timeout``) and peak-R
 'skelias[bench]'``) and ``bench_elias_pp.py`` (ELIAS → + sparse ranker → + score calibration, options
 after ``--set``/``--ranker``/``--validation-size``/``--hybrid``/``--memory`` are passed on). All methods
 use the same TF-IDF features (sublinear tf, 1–2 grams, ≤ 200k features, min_df 2, fitted on train).
-Writes ``results.json``, ``table.md`` and ``topk/*.npz`` (top-100 test predictions) to ``--out-dir`` and
+Writes ``results.json``, its table ``results.md`` and ``topk/*.npz`` (top-100 test predictions) to ``--out-dir`` and
 then the plots (``plots.py``). ``--ensemble 3`` also trains the chain with seeds 1 and 2 (every seed: initial
 clustering, initialisation, data order, held-out split) and adds the row of the 3-chain ensemble — the mean of
 the calibrated chains' top-100 scores, as :class:`skelias.TopKEnsemble` averages — with the members' summed
@@ -24,10 +24,11 @@ import os
 import subprocess
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+from skelias.datasets import load_text_dataset
 
-from _common import print_table, run_child
+from ._common import average_topk, run_child, slug, union_metrics
+from .bench_peers import METHODS
+from .tables import write_table
 
 
 def main():
@@ -52,53 +53,47 @@ def main():
     env = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2", OPENBLAS_NUM_THREADS="2")
     rows = []
     if not args.skip_peers:
-        from bench_peers import METHODS
-
         for method in METHODS:
             try:
                 __import__(METHODS[method][2])
             except ImportError:
                 print(f"{method}: not installed (pip install 'skelias[bench]'); skipped", file=sys.stderr)
                 continue
-            cmd = [sys.executable, os.path.join(HERE, "bench_peers.py"), args.data, "--method", method,
+            cmd = [sys.executable, "-m", "examples.benchmarks.bench_peers", args.data, "--method", method,
                    "--n-queries", str(args.n_queries), "--topk-dir", topk]
             rows += run_child(cmd, method, timeout=args.timeout, env=env, all_records=True)
     if not args.skip_skelias:
-        cmd = [sys.executable, os.path.join(HERE, "bench_elias_pp.py"), args.data, "--n-queries", str(args.n_queries),
-               "--validation-size", str(args.validation_size), "--topk-dir", topk]
-        cmd += ["--hybrid"] if args.hybrid else []
-        cmd += ["--memory", args.memory] if args.memory else []
-        cmd += ["--set", *args.set] if args.set else []
-        cmd += ["--ranker", *args.ranker] if args.ranker else []
+        cmd = chain_command(args, topk_dir=topk, n_queries=args.n_queries)
         rows += run_child(cmd, "skelias", timeout=args.timeout, env=env, all_records=True)
         if args.ensemble > 1:
-            rows += ensemble_rows(args, cmd, rows, topk, env)
+            rows += ensemble_rows(args, rows, topk, env)
 
-    with open(os.path.join(args.out_dir, "results.json"), "w") as fh:
+    results = os.path.join(args.out_dir, "results.json")
+    with open(results, "w") as fh:
         json.dump(rows, fh, indent=1)
-    import contextlib
-    import io
-
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        print_table(rows, extra=[("latency_ms", "latency ms", "{:.2f}"), ("model_mb", "model MiB", "{:.1f}")])
-    with open(os.path.join(args.out_dir, "table.md"), "w") as fh:
-        fh.write(buf.getvalue())
-    print(buf.getvalue())
-    subprocess.run([sys.executable, os.path.join(HERE, "plots.py"), args.data, args.out_dir], check=False)
+    print(write_table(results))
+    subprocess.run([sys.executable, "-m", "examples.benchmarks.plots", args.data, args.out_dir], check=False)
 
 
-def ensemble_rows(args, cmd, rows, topk, env):
+def chain_command(args, *, topk_dir, n_queries, seed=None):
+    """The ``bench_elias_pp`` command line of one skelias chain."""
+    cmd = [sys.executable, "-m", "examples.benchmarks.bench_elias_pp", args.data, "--n-queries", str(n_queries),
+           "--validation-size", str(args.validation_size), "--topk-dir", topk_dir]
+    cmd += ["--hybrid"] if args.hybrid else []
+    cmd += ["--memory", args.memory] if args.memory else []
+    cmd += ["--set", *args.set] if args.set else []
+    cmd += ["--ranker", *args.ranker] if args.ranker else []
+    cmd += ["--seed", str(seed)] if seed is not None else []
+    return cmd
+
+
+def ensemble_rows(args, rows, topk, env):
     """Chains with seeds 1..n-1 (top-100 test predictions under ``topk/members/``), then the n-chain ensemble.
 
     The ensemble averages the calibrated chains' top-100 scores as :class:`skelias.TopKEnsemble` does (its
     members differ in every seed: clustering, initialisation, data order and held-out split). Fit and
     predict seconds and model size are the members' sums; single-query latency is not measured.
     """
-    from _common import average_topk, slug, union_metrics
-
-    from skelias.datasets import load_text_dataset
-
     last = [r for r in rows if r["model"].startswith("+ score calibration")]
     if not last:
         print("ensemble: the seed-0 chain failed; skipped", file=sys.stderr)
@@ -108,11 +103,8 @@ def ensemble_rows(args, cmd, rows, topk, env):
     for seed in range(1, args.ensemble):
         sub = os.path.join(topk, "members", f"seed{seed}")
         os.makedirs(sub, exist_ok=True)
-        mcmd = [c for c in cmd]
-        mcmd[mcmd.index("--topk-dir") + 1] = sub
-        mcmd[mcmd.index("--n-queries") + 1] = "0"
-        recs = run_child(mcmd + ["--seed", str(seed)], f"skelias seed {seed}", timeout=args.timeout, env=env,
-                         all_records=True)
+        recs = run_child(chain_command(args, topk_dir=sub, n_queries=0, seed=seed), f"skelias seed {seed}",
+                         timeout=args.timeout, env=env, all_records=True)
         cal = [r for r in recs if r["model"].startswith("+ score calibration")]
         if not cal:
             print(f"ensemble: the seed-{seed} chain failed; skipped", file=sys.stderr)

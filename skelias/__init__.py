@@ -24,6 +24,7 @@ from .calibration import ScoreCalibrator
 from .elias import ELIASClassifier
 from .ensemble import TopKEnsemble
 from .neighbors import KNNLabelClassifier
+from .persistence import load, save
 from .rerank import SparseReranker
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "cluster_labels",
     "default_n_clusters",
     "inverse_propensity",
+    "load",
     "make_topk_scorer",
     "ndcg_at_k",
     "ndcg_at_k_scorer",
@@ -51,6 +53,7 @@ __all__ = [
     "psprecision_at_k_scorer",
     "recall_at_k",
     "recall_at_k_scorer",
+    "save",
     "top_k",
     "xmc_metrics",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import scipy.sparse as sp
 from sklearn.exceptions import NotFittedError
@@ -9,8 +11,18 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._validation import check_k, check_n_rows, check_X, topk_to_indicator
 
-__all__ = ["TopKOutputMixin", "base_candidates", "check_fit_input", "check_y_given", "is_fitted", "label_indices",
-           "pad_topk", "store_params", "topk_of"]
+__all__ = [
+    "TopKOutputMixin",
+    "base_candidates",
+    "check_fit_input",
+    "check_y_given",
+    "fit_aside",
+    "is_fitted",
+    "label_indices",
+    "pad_topk",
+    "store_params",
+    "topk_of",
+]
 
 
 def store_params(estimator, init_locals):
@@ -21,6 +33,44 @@ def store_params(estimator, init_locals):
     for name, value in init_locals.items():
         if name not in ("self", "__class__"):
             setattr(estimator, name, value)
+
+
+#: private attributes that ``fit`` sets (besides the public ones ending with "_")
+_PRIVATE_FITTED = frozenset({"_fitted_on_matrix", "_pretrained_dim", "_pretrained_dir", "_embedder", "_coef_t", "_maps",
+                             "_n_bow"})
+
+
+def _fitted_state(estimator):
+    return {k: v for k, v in vars(estimator).items()
+            if (k.endswith("_") and not k.startswith("__")) or k in _PRIVATE_FITTED}
+
+
+def fit_aside(estimator, fit, *args, **kwargs):
+    """Run ``fit(new, *args, **kwargs)`` on a shallow copy; replace ``estimator``'s fitted state only if it returns.
+
+    A fit that raises, or is interrupted (``KeyboardInterrupt``), leaves a previously fitted estimator exactly
+    as it was. Parameters and configuration (e.g. metadata requests) are shared with the copy, so a
+    ``RandomState`` given as ``random_state`` is consumed as usual; the fitted state is the attributes whose
+    names end with "_" and the private ones in ``_PRIVATE_FITTED``.
+
+    Parameters
+    ----------
+    estimator : BaseEstimator
+    fit : callable
+        ``fit(estimator, *args, **kwargs)``, the function that does the work (e.g. ``type(est)._fit``).
+
+    Returns
+    -------
+    estimator
+    """
+    new = copy.copy(estimator)
+    for name in _fitted_state(new):
+        delattr(new, name)
+    fit(new, *args, **kwargs)
+    for name in _fitted_state(estimator):
+        delattr(estimator, name)
+    vars(estimator).update(_fitted_state(new))
+    return estimator
 
 
 def check_y_given(estimator, y):
@@ -100,17 +150,19 @@ class TopKOutputMixin:
         Parameters
         ----------
         X : list of str, or sparse matrix (n_samples, n_features)
+            Inputs of the kind the model was fitted on.
         k : int, optional
-            Defaults to the ``k`` parameter.
+            Labels per row; defaults to the ``k`` parameter and is capped at the number of labels.
 
         Returns
         -------
-        labels : ndarray (n_samples, k)
+        labels : ndarray (n_samples, min(k, n_labels))
             Label names (``classes_`` values; padding ``None``/``-1``), or column
             indices when fitted on an indicator matrix.
-        scores : ndarray (n_samples, k) float32, descending; ``-inf`` at padding.
+        scores : ndarray (n_samples, min(k, n_labels)) float32, descending; ``-inf`` at padding.
         """
-        k = check_k(self.k if k is None else k)
+        check_is_fitted(self)
+        k = min(check_k(self.k if k is None else k), len(self.classes_))
         idx, scores = self._raw_topk(X, k)
         if self._fitted_on_matrix:
             return idx, scores

@@ -38,20 +38,32 @@ from __future__ import annotations
 
 import numbers
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["LabelIndexer", "check_label_matrix", "is_label_matrix"]
+__all__ = ["LabelIndexer", "as_targets", "check_label_matrix", "is_label_matrix"]
 
 
 def _as_array_if_arraylike(y):
     """Array-likes that are not lists (pandas objects, wrappers with __array__) become ndarrays."""
     if not isinstance(y, (list, tuple, np.ndarray)) and not sp.issparse(y) and hasattr(y, "__array__"):
         return np.asarray(y)
+    return y
+
+
+def as_targets(y):
+    """``y`` ready to be read more than once: an iterator (e.g. a generator of label lists) becomes a list.
+
+    Array-likes such as a pandas Series become ndarrays; sequences, arrays and sparse matrices are returned as
+    they are.
+    """
+    y = _as_array_if_arraylike(y)
+    if isinstance(y, Iterator):
+        return list(y)
     return y
 
 
@@ -130,6 +142,9 @@ def _iter_rows(y, name):
     """
     if y is None:
         raise ValueError(f"This estimator requires y to be passed, but the target y is None ({name}).")
+    if isinstance(y, np.ndarray) and y.ndim == 1 and y.dtype == object and y.size and all(
+            isinstance(r, (list, tuple, set, frozenset, np.ndarray)) for r in y):
+        return list(y)  # e.g. a pandas Series of label lists
     if isinstance(y, np.ndarray) and y.ndim == 1:
         if y.dtype.kind == "c":
             raise ValueError(f"{name}: complex labels are not supported.")

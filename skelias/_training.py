@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import math
+import warnings
 
 import numpy as np
 import scipy.sparse as sp
@@ -24,8 +26,12 @@ from .metrics import _ndcg
 
 logger = logging.getLogger("skelias")
 
-__all__ = ["BestEpoch", "StageTrainer", "TrainingConfig", "cluster_matching_matrix", "predict_topk_scores",
-           "validation_ndcg"]
+__all__ = ["BestEpoch", "StageTrainer", "TrainingConfig", "TrainingDivergedError", "cluster_matching_matrix",
+           "predict_topk_scores", "validation_ndcg"]
+
+
+class TrainingDivergedError(ValueError):
+    """Training produced a non-finite loss or parameter: the model would predict NaN scores."""
 
 
 @dataclasses.dataclass
@@ -173,12 +179,12 @@ class BestEpoch:
     """Model selection: keep a CPU copy of the parameters of the best-scoring epoch."""
 
     def __init__(self):
-        self.score, self.state = -np.inf, None
+        self.score, self.state, self.epoch = -np.inf, None, None
 
-    def update(self, net, score):
+    def update(self, net, score, epoch=None):
         """Record ``score``; copy ``net``'s parameters when it beats every earlier one."""
         if score > self.score:
-            self.score = score
+            self.score, self.epoch = score, epoch
             self.state = copy.deepcopy({k: v.detach().cpu() for k, v in net.state_dict().items()})
 
     def restore(self, net):
@@ -274,10 +280,18 @@ class StageTrainer:
         best, history = BestEpoch(), []
         try:
             for epoch in range(cfg.n_epochs):
-                rec = self.run_epoch(X, Y, epoch)
+                try:
+                    rec = self.run_epoch(X, Y, epoch)
+                    self.check_finite(epoch)
+                except TrainingDivergedError as exc:
+                    if best.state is None:
+                        raise
+                    warnings.warn(f"{exc} Restored epoch {best.epoch + 1} of {cfg.desc}, the best finite one "
+                                  f"(validation nDCG@5 {best.score:.4f}).", RuntimeWarning, stacklevel=2)
+                    break
                 if self.evaluate is not None:
                     rec["val_ndcg@5"] = self.evaluate(self.net)
-                    best.update(self.net, rec["val_ndcg@5"])
+                    best.update(self.net, rec["val_ndcg@5"], epoch)
                 history.append(rec)
                 if cfg.verbose:
                     logger.info("%s epoch %d: %s", cfg.desc, epoch + 1,
@@ -287,6 +301,19 @@ class StageTrainer:
                 m.sparse = False
         best.restore(self.net)
         return history
+
+    def diverged(self, epoch, what):
+        """The error for a non-finite ``what`` in ``epoch`` (0-based), naming the likely cause."""
+        cfg = self.config
+        return TrainingDivergedError(
+            f"Training diverged in {cfg.desc}, epoch {epoch + 1}: {what} is not finite. The learning rates are "
+            f"likely too high (lr={cfg.lr:g}, lr_encoder={cfg.lr_encoder:g}); lower them.")
+
+    def check_finite(self, epoch):
+        """Raise :class:`TrainingDivergedError` when a parameter of the network holds NaN or ±inf."""
+        for name, p in self.net.named_parameters():
+            if not bool(torch.isfinite(p.detach()).all()):
+                raise self.diverged(epoch, f"parameter {name!r}")
 
     def run_epoch(self, X, Y, epoch):
         """One pass over (X, Y) in a random order; returns the epoch's mean losses."""
@@ -300,7 +327,10 @@ class StageTrainer:
         totals = np.zeros(3)
         for b in bar:
             rows = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            totals += self.train_step(X[rows], Y[rows], last=b == n_batches - 1)
+            losses = self.train_step(X[rows], Y[rows], last=b == n_batches - 1)
+            if not math.isfinite(losses[0]):
+                raise self.diverged(epoch, f"the loss of step {b + 1}")
+            totals += losses
             if cfg.verbose and b % 10 == 0:
                 bar.set_postfix(loss=f"{totals[0] / (b + 1):.4f}")
         loss, loss_c, loss_s = (totals / n_batches).tolist()
@@ -370,6 +400,8 @@ def predict_topk_scores(net, X, *, make_batch, k, batch_size, device, use_amp=Fa
             out = net(xb)
         log_p = torch.nn.functional.logsigmoid(out["logits"].float()) + out["log_shortlist"]
         top, pos = torch.topk(log_p, min(k, log_p.shape[1]), dim=1)
+        if bool(torch.isnan(top).any()):
+            raise ValueError("the network produced NaN scores: its parameters are not finite.")
         lab = torch.gather(out["labels"], 1, pos)
         pad = torch.isneginf(top) | (lab >= L)
         labs.append(lab.masked_fill(pad, -1).cpu().numpy())

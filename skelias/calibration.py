@@ -14,8 +14,8 @@ from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import TopKOutputMixin, base_candidates, check_fit_input, is_fitted, store_params, topk_of
-from ._labels import is_label_matrix
+from ._base import TopKOutputMixin, base_candidates, check_fit_input, fit_aside, is_fitted, store_params, topk_of
+from ._labels import as_targets, is_label_matrix
 from ._validation import (
     HasMethods,
     Interval,
@@ -143,6 +143,9 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         self : ScoreCalibrator
             This estimator, fitted.
         """
+        return fit_aside(self, type(self)._fit, X, as_targets(y))
+
+    def _fit(self, X, y):
         self._validate_params()
         _, Xc, n = check_fit_input(self, X, y)
         X = Xc

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import zlib
 from importlib import resources
 from pathlib import Path
 
@@ -43,6 +44,10 @@ def _open_text(path):
     return open(path, encoding="utf-8")
 
 
+#: largest feature or label count inferred from the indices of a headerless file (pass n_features/n_labels beyond)
+MAX_INFERRED_DIM = 10**8
+
+
 def load_xmc_sparse(path, *, n_features=None, n_labels=None):
     """Read a file in the XMC-repository sparse format.
 
@@ -52,7 +57,7 @@ def load_xmc_sparse(path, *, n_features=None, n_labels=None):
         File path (``.gz`` is decompressed transparently).
     n_features, n_labels : int, optional
         Dimensions to use when the file has no header (default: largest index
-        + 1). With a header, they must agree with it.
+        + 1, at most ``MAX_INFERRED_DIM``). With a header, they must agree with it.
 
     Returns
     -------
@@ -64,7 +69,14 @@ def load_xmc_sparse(path, *, n_features=None, n_labels=None):
     ------
     ValueError
         On a malformed line (naming the file and line number), an index outside
-        the header's dimensions, or a row count that disagrees with the header.
+        the header's dimensions, a row count that disagrees with the header, a
+        ``.gz`` file that is not gzip, or (headerless) an index above ``MAX_INFERRED_DIM``
+        without an explicit dimension.
+
+    Notes
+    -----
+    Empty lines inside the file are rows without features and labels; blank lines at the end of a
+    headerless file (or beyond the header's row count) are ignored.
     FileNotFoundError
         If ``path`` does not exist.
     """
@@ -74,6 +86,7 @@ def load_xmc_sparse(path, *, n_features=None, n_labels=None):
     header = None
     indptr_x, feat_idx, feat_val = [0], [], []
     indptr_y, lab_idx = [0], []
+    last_content = 0  # rows up to and including the last non-blank line
     with _open_text(path) as fh:
         try:
             for lineno, line in enumerate(fh, start=1):
@@ -111,10 +124,15 @@ def load_xmc_sparse(path, *, n_features=None, n_labels=None):
                     feat_val.append(float(v))
                 indptr_x.append(len(feat_idx))
                 indptr_y.append(len(lab_idx))
+                last_content = len(indptr_x) - 1
         except UnicodeDecodeError as exc:
             raise ValueError(f"{path}: not a text file in the XMC sparse format ({exc}).") from None
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise ValueError(f"{path}: not a valid gzip file ({exc}).") from None
         except ValueError as exc:
             raise ValueError(f"{path}, line {lineno}: malformed XMC sparse line ({exc}): {line[:80]!r}") from None
+    keep = max(last_content, min(header[0], len(indptr_x) - 1)) if header is not None else last_content
+    del indptr_x[keep + 1 :], indptr_y[keep + 1 :]  # trailing blank lines
     n = len(indptr_x) - 1
     feat_idx = np.asarray(feat_idx, dtype=np.int64)
     lab_idx = np.asarray(lab_idx, dtype=np.int64)
@@ -130,6 +148,9 @@ def load_xmc_sparse(path, *, n_features=None, n_labels=None):
             )
         D, L = hd, hl
     for name, given, found in (("n_features", n_features, D), ("n_labels", n_labels, L)):
+        if given is None and header is None and found > MAX_INFERRED_DIM:
+            raise ValueError(f"{path}: the largest {name[2:-1]} index is {found - 1:,}; pass {name}= explicitly "
+                             f"if the data really has that many (limit without it: {MAX_INFERRED_DIM:,}).")
         if given is not None:
             if header is not None and given != found:
                 raise ValueError(f"{name}={given} disagrees with the header of {path} ({found}).")

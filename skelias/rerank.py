@@ -11,8 +11,8 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import TopKOutputMixin, base_candidates, check_fit_input, is_fitted, store_params, topk_of
-from ._labels import is_label_matrix
+from ._base import TopKOutputMixin, base_candidates, check_fit_input, fit_aside, is_fitted, store_params, topk_of
+from ._labels import as_targets, is_label_matrix
 from ._liblinear import LOSSES, train_label_classifiers
 from ._validation import (
     HasMethods,
@@ -238,6 +238,9 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         -------
         self : SparseReranker
         """
+        return fit_aside(self, type(self)._fit, X, as_targets(y))
+
+    def _fit(self, X, y):
         self._validate_params()
         kind, Xc, _ = check_fit_input(self, X, y)
         self.fit_time_ = {}

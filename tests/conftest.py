@@ -101,3 +101,20 @@ def ranker(elias_base, cooking):
     texts, labels = cooking
     return SparseReranker(FrozenEstimator(elias_base), n_candidates=20, random_state=0).fit(texts[:1200],
                                                                                              labels[:1200])
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory, cooking):
+    """A tiny randomly initialised BERT and its tokenizer, saved to a local directory (no download)."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    texts, _ = cooking
+    words = sorted({w.lower().strip("?.,!") for t in texts for w in t.split()} - {""})[:3000]
+    d = tmp_path_factory.mktemp("tinybert")
+    (d / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(d / "vocab.txt"))
+    cfg = BertConfig(vocab_size=len(words) + 5, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64)
+    BertModel(cfg).save_pretrained(d)
+    tok.save_pretrained(d)
+    return str(d)

@@ -6,23 +6,6 @@ from skelias.datasets import load_cooking_stackexchange
 from skelias.pretrained import PretrainedTextEmbedder, resolve_pretrained_path
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    """A tiny randomly initialised BERT and its tokenizer, saved to a local directory (no download)."""
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    texts, _ = load_cooking_stackexchange("train")
-    words = sorted({w.lower().strip("?.,!") for t in texts[:2000] for w in t.split()} - {""})[:3000]
-    d = tmp_path_factory.mktemp("tinybert")
-    (d / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(d / "vocab.txt"))
-    cfg = BertConfig(vocab_size=len(words) + 5, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=64)
-    BertModel(cfg).save_pretrained(d)
-    tok.save_pretrained(d)
-    return str(d)
-
-
 def test_embedder_is_normalised_and_order_independent(tiny_bert):
     emb = PretrainedTextEmbedder(tiny_bert, max_length=16, batch_size=3)
     texts = ["how to boil an egg", "a", "bread without yeast at home please", "egg"]

@@ -230,6 +230,8 @@ class StageTrainer:
     def __init__(self, net, config, rng, evaluate=None):
         self.net, self.config, self.rng, self.evaluate = net, config, rng, evaluate
         self.step = 0
+        #: ``on_epoch_end(trainer, epoch, history, best)`` after every completed epoch (e.g. a checkpoint)
+        self.on_epoch_end = None
         self._bags = [m for m in net.encoder.modules() if isinstance(m, torch.nn.EmbeddingBag)]
         self._lazy = config.embedding_optimizer == "sparse_adam" and bool(self._bags)
 
@@ -259,14 +261,34 @@ class StageTrainer:
         optimizers = self.encoder_optimizers + ([self.index_optimizer] if self.index_optimizer else [])
         self.schedulers = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in optimizers]
 
+    def state_dict(self):
+        """The optimizers', schedulers' and step counter's state (the network's is its own)."""
+        return {"encoder_optimizers": [o.state_dict() for o in self.encoder_optimizers],
+                "index_optimizer": None if self.index_optimizer is None else self.index_optimizer.state_dict(),
+                "schedulers": [s.state_dict() for s in self.schedulers], "step": self.step}
+
+    def load_state_dict(self, state):
+        """Restore :meth:`state_dict` (after :meth:`initialize`)."""
+        for opt, s in zip(self.encoder_optimizers, state["encoder_optimizers"]):
+            opt.load_state_dict(s)
+        if self.index_optimizer is not None:
+            self.index_optimizer.load_state_dict(state["index_optimizer"])
+        for sched, s in zip(self.schedulers, state["schedulers"]):
+            sched.load_state_dict(s)
+        self.step = state["step"]
+
     # ------------------------------------------------------------------ the units
-    def fit(self, X, Y):
+    def fit(self, X, Y, resume=None):
         """Train for ``config.n_epochs`` epochs on (X, Y), then restore the best epoch.
 
         Parameters
         ----------
         X : model input (rows selectable as ``X[rows]``), n rows
         Y : csr_matrix (n, L)
+        resume : dict, optional
+            Continue a stage from a checkpoint: ``epoch`` (epochs completed), ``trainer``
+            (:meth:`state_dict`), ``history`` and the best epoch (``best_score``, ``best_epoch``,
+            ``best_state``). The network's parameters and the random generators are the caller's to restore.
 
         Returns
         -------
@@ -277,9 +299,13 @@ class StageTrainer:
         cfg = self.config
         n_batches = max(1, -(-X.shape[0] // cfg.batch_size))
         self.initialize(max(1, cfg.n_epochs * n_batches))
-        best, history = BestEpoch(), []
+        best, history, start = BestEpoch(), [], 0
+        if resume is not None:
+            self.load_state_dict(resume["trainer"])
+            history, start = list(resume["history"]), resume["epoch"]
+            best.score, best.epoch, best.state = resume["best_score"], resume["best_epoch"], resume["best_state"]
         try:
-            for epoch in range(cfg.n_epochs):
+            for epoch in range(start, cfg.n_epochs):
                 try:
                     rec = self.run_epoch(X, Y, epoch)
                     self.check_finite(epoch)
@@ -293,6 +319,8 @@ class StageTrainer:
                     rec["val_ndcg@5"] = self.evaluate(self.net)
                     best.update(self.net, rec["val_ndcg@5"], epoch)
                 history.append(rec)
+                if self.on_epoch_end is not None:
+                    self.on_epoch_end(self, epoch, history, best)
                 if cfg.verbose:
                     logger.info("%s epoch %d: %s", cfg.desc, epoch + 1,
                                 {k: round(v, 5) for k, v in rec.items() if k != "epoch"})

@@ -72,13 +72,13 @@ def load_xmc_sparse(path, *, n_features=None, n_labels=None):
         the header's dimensions, a row count that disagrees with the header, a
         ``.gz`` file that is not gzip, or (headerless) an index above ``MAX_INFERRED_DIM``
         without an explicit dimension.
+    FileNotFoundError
+        If ``path`` does not exist.
 
     Notes
     -----
     Empty lines inside the file are rows without features and labels; blank lines at the end of a
     headerless file (or beyond the header's row count) are ignored.
-    FileNotFoundError
-        If ``path`` does not exist.
     """
     path = Path(path)
     if not path.is_file():
@@ -179,12 +179,21 @@ def dump_xmc_sparse(path, X, Y, *, header=True):
     X : sparse matrix of shape (n_samples, n_features)
     Y : sparse matrix of shape (n_samples, n_labels)
     header : bool, default=True
-        Write the ``N D L`` header line.
+        Write the ``N D L`` header line. Without it, trailing empty rows cannot be written: they would
+        read back as the blank lines that :func:`load_xmc_sparse` ignores at the end of a file.
+
+    Raises
+    ------
+    ValueError
+        If X and Y have different row counts, or ``header=False`` and the last row is empty.
     """
     X = sp.csr_matrix(X)
     Y = sp.csr_matrix(Y)
     if X.shape[0] != Y.shape[0]:
         raise ValueError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}.")
+    if not header and X.shape[0] and X[-1].nnz == 0 and Y[-1].nnz == 0:
+        raise ValueError("the last row is empty, which a file without header cannot hold (it reads as a trailing "
+                         "blank line); write it with header=True.")
     X.sort_indices()
     Y.sort_indices()
     with open(path, "w", encoding="utf-8") as fh:

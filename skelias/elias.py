@@ -18,6 +18,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import TopKOutputMixin, fit_aside, store_params
+from ._checkpoint import Checkpointer, fingerprint, rng_state, set_rng_state
 from ._inputs import HybridFeatures, HybridTexts, TextRows, pifa_blocks
 from ._labels import LabelIndexer, as_targets, is_label_matrix
 from ._network import ELIASNetwork
@@ -180,6 +181,11 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         Directory of a per-text disk cache for the frozen pretrained embeddings (hybrid
         encoder): a text embedded once, by any fit or predict call, is not embedded again.
         Keyed by the model path, ``pretrained_max_length`` and each text's hash.
+    checkpoint_dir : str, path-like or None, default=None
+        Directory of per-epoch checkpoints: parameters, optimizer states, stage, epoch, the random
+        generators' states. A fit started again with the same data and parameters continues from the
+        last completed epoch and ends with the model an uninterrupted fit gives (with an int
+        ``random_state``); a checkpoint of a different fit there is an error. Written atomically.
     device : str, default="auto"
         Where the network trains and predicts: "cpu", "cuda", "cuda:N" or "auto" (CUDA when
         available). Mixed precision (bf16) only on CUDA.
@@ -268,6 +274,7 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         "k": [positive_int],
         "label_scoring": [StrOptions({"auto", "dense", "gather"})],
         "memory": [None, str, os.PathLike, HasMethods(["cache"])],
+        "checkpoint_dir": [None, str, os.PathLike],
         "device": [str, torch.device],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -279,8 +286,8 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
                  shortlist_size=2000, loss_lambda=0.05, n_epochs_stage1=10, n_epochs_stage2=10, batch_size=256,
                  lr=0.01, lr_encoder=None, stage2_lr_factor=0.1, lr_adjacency=None, adjacency_init="tree",
                  weight_decay="auto", embedding_optimizer="adamw", warmup=0.1, accumulation_steps=1,
-                 validation_size=None, k=5, label_scoring="auto", memory=None, device="auto", random_state=None,
-                 verbose=0):
+                 validation_size=None, k=5, label_scoring="auto", memory=None, checkpoint_dir=None, device="auto",
+                 random_state=None, verbose=0):
         store_params(self, locals())
 
     # ------------------------------------------------------------------ fit
@@ -304,8 +311,14 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
     def _fit(self, X, y):
         self._check_params()
         device = _resolve_device(self.device)
-        with _own_torch_rng(device):
-            return self._fit_with_torch_rng(X, y, device)
+        try:
+            with _own_torch_rng(device):
+                return self._fit_with_torch_rng(X, y, device)
+        except (MemoryError, RuntimeError) as exc:
+            if isinstance(exc, RuntimeError) and "allocate" not in str(exc) and "out of memory" not in str(exc):
+                raise
+            raise MemoryError(f"ELIASClassifier ran out of memory during fit ({str(exc)[:200]}). Reduce embed_dim, "
+                              "batch_size or shortlist_size, or the vectorizer's max_features.") from exc
 
     def _fit_with_torch_rng(self, X, y, device):
         t_start = time.perf_counter()
@@ -321,13 +334,13 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         self.fit_time_ = {"clustering": time.perf_counter() - t0}
         config = self._training_config(device)
 
+        ckpt, saved = self._open_checkpoint(X, Y)
         t0 = time.perf_counter()
-        history = StageTrainer(net, config, rs, evaluate).fit(X_tr, Y_tr)
-        self.history_ = [dict(stage=1, **h) for h in history]
+        self._train_stage1(net, config, X_tr, Y_tr, rs, evaluate, ckpt, saved)
         self.fit_time_["stage1"] = time.perf_counter() - t0
         self.selected_stage_ = 1
         if self.n_epochs_stage2 > 0:
-            net = self._train_stage2(net, tree, X_tr, Y_tr, config, rs, seed, evaluate, device)
+            net = self._train_stage2(net, tree, X_tr, Y_tr, config, rs, seed, evaluate, device, ckpt, saved)
         self.network_ = net
         self.fit_time_["total"] = time.perf_counter() - t_start
         return self
@@ -413,12 +426,61 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
                               lr_pretrained=lr_pretrained, embedding_optimizer=self.embedding_optimizer,
                               device=device, use_amp=device.type == "cuda", verbose=self.verbose, desc="stage 1")
 
-    def _train_stage2(self, net, tree, X, Y, config, rs, seed, evaluate, device):
+    def _open_checkpoint(self, X, Y):
+        """The fit's :class:`~skelias._checkpoint.Checkpointer` and its last checkpoint (None, None without)."""
+        if self.checkpoint_dir is None:
+            return None, None
+        params = {k: v for k, v in self.get_params(deep=False).items()
+                  if k not in ("checkpoint_dir", "verbose", "memory", "device")}
+        ckpt = Checkpointer(self.checkpoint_dir, fingerprint(params, X, Y))
+        return ckpt, ckpt.load()
+
+    def _epoch_checkpoint(self, ckpt, stage, rs):
+        """``on_epoch_end`` hook writing the checkpoint of ``stage`` (None without a checkpoint directory)."""
+        if ckpt is None:
+            return None
+
+        def save(trainer, epoch, history, best):
+            ckpt.save({"stage": stage, "epoch": epoch + 1, "history": history, "trainer": trainer.state_dict(),
+                       "net": {k: v.detach().cpu() for k, v in trainer.net.state_dict().items()},
+                       "best_score": best.score, "best_epoch": best.epoch, "best_state": best.state,
+                       "numpy_rng": rng_state(rs), "torch_rng": torch.get_rng_state(),
+                       "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None})
+
+        return save
+
+    @staticmethod
+    def _resume_from(saved, net, rs):
+        """Load a checkpoint's network and random-generator states; return it for :meth:`StageTrainer.fit`."""
+        net.load_state_dict(saved["net"])
+        set_rng_state(rs, saved["numpy_rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        if saved.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state(saved["cuda_rng"])
+        return saved
+
+    def _train_stage1(self, net, config, X, Y, rs, evaluate, ckpt, saved):
+        """Stage 1 with A fixed to the clustering, continued from a checkpoint when there is one."""
+        if saved is not None and saved["stage"] == 2:  # stage 1 had finished: its final model
+            stage1 = ckpt.load("stage1.pt")
+            net.load_state_dict(stage1["net"])
+            self.history_ = stage1["history"]
+            return
+        trainer = StageTrainer(net, config, rs, evaluate)
+        trainer.on_epoch_end = self._epoch_checkpoint(ckpt, 1, rs)
+        resume = None if saved is None else self._resume_from(saved, net, rs)
+        self.history_ = [dict(stage=1, **h) for h in trainer.fit(X, Y, resume=resume)]
+
+    def _train_stage2(self, net, tree, X, Y, config, rs, seed, evaluate, device, ckpt=None, saved=None):
         """Stage 2: A's support from MᵀY (Eq. 9–10), everything trained; the better stage by validation."""
         stage1_best, stage1_net = -np.inf, None
         if evaluate is not None:  # model selection may keep the stage-1 model
             stage1_best = max(h["val_ndcg@5"] for h in self.history_)
             stage1_net = copy.deepcopy(net).cpu()
+        resuming = saved is not None and saved["stage"] == 2
+        if ckpt is not None and not resuming:
+            ckpt.save({"net": {k: v.detach().cpu() for k, v in net.state_dict().items()}, "history": self.history_},
+                      name="stage1.pt")
         t0 = time.perf_counter()
         L, C = Y.shape[1], tree.n_clusters
         kappa = min(self.kappa if self.kappa is not None else 10 * -(-L // C), L)
@@ -429,8 +491,11 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         t0 = time.perf_counter()
         config2 = config.scaled(self.stage2_lr_factor, n_epochs=self.n_epochs_stage2, desc="stage 2",
                                 lr_adjacency=self.lr_adjacency if self.lr_adjacency is not None else self.lr)
+        trainer = StageTrainer(net, config2, rs, evaluate)
+        trainer.on_epoch_end = self._epoch_checkpoint(ckpt, 2, rs)
+        resume = self._resume_from(saved, net, rs) if resuming else None
         try:
-            self.history_ += [dict(stage=2, **h) for h in StageTrainer(net, config2, rs, evaluate).fit(X, Y)]
+            self.history_ += [dict(stage=2, **h) for h in trainer.fit(X, Y, resume=resume)]
         except TrainingDivergedError as exc:
             if stage1_net is None:
                 raise

@@ -18,6 +18,10 @@ def test_sparse_roundtrip_with_empty_rows(tmp_path):
     Y = sp.csr_matrix(np.array([[1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]], dtype=np.float32))
     for header in (True, False):
         p = tmp_path / f"data{header}.txt"
+        if not header:  # a trailing empty row needs the header; interior ones survive without it
+            with pytest.raises(ValueError, match="header=True"):
+                dump_xmc_sparse(p, X, Y, header=False)
+            X, Y = X[[0, 1, 3, 2]], Y[[0, 1, 3, 2]]
         dump_xmc_sparse(p, X, Y, header=header)
         kw = {} if header else {"n_features": 3, "n_labels": 4}
         X2, Y2 = load_xmc_sparse(p, **kw)
@@ -103,3 +107,19 @@ def test_shared_datasets(shared_datasets):
     assert Y.nnz == pytest.approx(2.380 * 4880, rel=1e-3)
     texts, labels = load_dataset(shared_datasets / "cooking-stackexchange", "test")
     assert (texts, labels) == load_cooking_stackexchange("test")
+
+
+def test_sparse_loader_rejects_what_it_cannot_read_sensibly(tmp_path):
+    p = tmp_path / "trailing.txt"
+    p.write_text("1 0:1.0\n\n0 2:0.5\n\n\n")  # an interior empty row, then two trailing blank lines
+    X, Y = load_xmc_sparse(p)
+    assert X.shape == (3, 3) and Y.shape == (3, 2) and X[1].nnz == 0
+    bad = tmp_path / "data.txt.gz"
+    bad.write_bytes(b"plain text, not gzip")
+    with pytest.raises(ValueError, match="data.txt.gz: not a valid gzip file"):
+        load_xmc_sparse(bad)
+    huge = tmp_path / "huge.txt"
+    huge.write_text("0 1000000000000:1.0\n")
+    with pytest.raises(ValueError, match="pass n_features= explicitly"):
+        load_xmc_sparse(huge)
+    assert load_xmc_sparse(huge, n_features=10**12 + 1)[0].shape == (1, 10**12 + 1)

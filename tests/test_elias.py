@@ -256,8 +256,8 @@ def test_validation_keeps_the_stage1_model_when_stage2_is_worse(cooking, tiny, m
     texts, labels = cooking
     real = StageTrainer.fit
 
-    def scripted(self, X, Y):  # stage 2 always scores below stage 1 on validation
-        hist = real(self, X, Y)
+    def scripted(self, X, Y, resume=None):  # stage 2 always scores below stage 1 on validation
+        hist = real(self, X, Y, resume=resume)
         for h in hist:
             h["val_ndcg@5"] = 0.5 if self.config.desc == "stage 1" else 0.1
         return hist

@@ -95,6 +95,13 @@ def check_fit_input(estimator, X, y):
     return kind, Xc, n
 
 
+def require_fitted(estimator, attribute):
+    """``check_is_fitted(estimator, attribute)`` without its per-call tag lookups (prediction paths)."""
+    if not hasattr(estimator, attribute):
+        raise NotFittedError(f"This {type(estimator).__name__} instance is not fitted yet. Call 'fit' with "
+                             "appropriate arguments before using this estimator.")
+
+
 def is_fitted(estimator):
     """True for a fitted estimator; False for an unfitted one or for an object that is not an estimator."""
     try:
@@ -161,7 +168,7 @@ class TopKOutputMixin:
             indices when fitted on an indicator matrix.
         scores : ndarray (n_samples, min(k, n_labels)) float32, descending; ``-inf`` at padding.
         """
-        check_is_fitted(self)
+        require_fitted(self, "classes_")
         k = min(check_k(self.k if k is None else k), len(self.classes_))
         idx, scores = self._raw_topk(X, k)
         if self._fitted_on_matrix:

@@ -346,7 +346,8 @@ class LabelIndexer(TransformerMixin, BaseEstimator):
             ``classes_[indices]``; padding becomes ``None`` for string labels and
             ``-1`` for integer labels.
         """
-        check_is_fitted(self, "classes_")
+        if not hasattr(self, "classes_"):
+            check_is_fitted(self, "classes_")
         indices = np.asarray(indices)
         if not np.issubdtype(indices.dtype, np.integer):
             raise TypeError(f"indices must be integers; got dtype {indices.dtype}.")

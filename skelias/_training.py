@@ -415,7 +415,8 @@ def predict_topk_scores(net, X, *, make_batch, k, batch_size, device, use_amp=Fa
     """
     from ._base import pad_topk
 
-    net.eval()
+    if net.training:
+        net.eval()
     L = net.n_labels
     if net.multi_edge and (L + 1) * 64 <= net.dense_max_threshold:
         # keep Eq. 6's N × (L+1) max-over-paths buffer within the dense threshold (the sort-based
@@ -423,9 +424,9 @@ def predict_topk_scores(net, X, *, make_batch, k, batch_size, device, use_amp=Fa
         batch_size = max(64, min(batch_size, net.dense_max_threshold // (L + 1)))
     labs, scs, embs = [], [], []
     for start in range(0, X.shape[0], batch_size):
-        xb = make_batch(X[start : start + batch_size], device)
+        xb = make_batch(X if X.shape[0] <= batch_size else X[start : start + batch_size], device)
         with _autocast(use_amp):
-            out = net(xb)
+            out = net(xb, top_k=k)
         log_p = torch.nn.functional.logsigmoid(out["logits"].float()) + out["log_shortlist"]
         top, pos = torch.topk(log_p, min(k, log_p.shape[1]), dim=1)
         if bool(torch.isnan(top).any()):

@@ -128,22 +128,35 @@ def check_features(X, name="X", n_features=None, estimator_name="the estimator")
     ValueError
         On NaN/inf values, zero rows, or a feature count different from ``n_features``.
     """
-    X = check_array(
-        X,
-        accept_sparse="csr",
-        dtype=np.float32,
-        ensure_all_finite=True,
-        ensure_2d=True,
-        ensure_min_samples=1,
-        ensure_min_features=1,
-        input_name=name,
-    )
+    if sp.issparse(X) and X.format == "csr" and X.dtype == np.float32 and X.ndim == 2:
+        X = _check_csr(X, name)  # the common case without check_array's per-call overhead
+    else:
+        X = check_array(
+            X,
+            accept_sparse="csr",
+            dtype=np.float32,
+            ensure_all_finite=True,
+            ensure_2d=True,
+            ensure_min_samples=1,
+            ensure_min_features=1,
+            input_name=name,
+        )
     if n_features is not None and X.shape[1] != n_features:
         raise ValueError(
             f"{name} has {X.shape[1]} features, but {estimator_name} is expecting {n_features} features as input."
         )
     if sp.issparse(X):
         X.sort_indices()
+    return X
+
+
+def _check_csr(X, name):
+    """``check_array``'s checks for a CSR float32 matrix: at least one row and column, finite values."""
+    if X.shape[0] < 1 or X.shape[1] < 1:
+        raise ValueError(f"Found array with {X.shape[0]} sample(s) and {X.shape[1]} feature(s) while a minimum of 1 "
+                         f"is required ({name}).")
+    if not np.isfinite(X.data).all():
+        raise ValueError(f"Input {name} contains NaN or infinity.")
     return X
 
 

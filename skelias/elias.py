@@ -15,9 +15,8 @@ import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
 
-from ._base import TopKOutputMixin, fit_aside, store_params
+from ._base import TopKOutputMixin, fit_aside, require_fitted, store_params
 from ._checkpoint import Checkpointer, fingerprint, rng_state, set_rng_state
 from ._inputs import HybridFeatures, HybridTexts, TextRows, pifa_blocks
 from ._labels import LabelIndexer, as_targets, is_label_matrix
@@ -539,7 +538,8 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         if self.encoder == "transformer":
             return TextRows(texts)
         if self.encoder == "tfidf":
-            X = sp.csr_matrix(X, dtype=np.float32)
+            if not (sp.issparse(X) and X.format == "csr" and X.dtype == np.float32):
+                X = sp.csr_matrix(X, dtype=np.float32)
             if self.pretrained_model is not None:
                 if getattr(self, "finetuned_pretrained_", False):
                     return HybridTexts(X, texts)
@@ -603,7 +603,7 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ prediction
     def _raw_topk(self, X, k, embeddings=False, tfidf=None):
-        check_is_fitted(self, "network_")
+        require_fitted(self, "network_")
         X = self._features(X, fitting=False, tfidf=tfidf)
         net = self.network_
         device = next(net.parameters()).device
@@ -611,7 +611,7 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
                                    device=device, use_amp=device.type == "cuda", embeddings=embeddings)
 
     def _n_scored(self):
-        check_is_fitted(self, "network_")
+        require_fitted(self, "network_")
         return self.network_.shortlist_size
 
     def transform(self, X):
@@ -625,7 +625,7 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         Stage 2: ``min(1, β·softmax_row(a))`` (Eq. 5) on A's support; stage 1: the 0/1 clustering.
         ``(A > t).sum(axis=0)`` gives the number of clusters each label hangs under.
         """
-        check_is_fitted(self, "network_")
+        require_fitted(self, "network_")
         net = self.network_
         with torch.no_grad():
             es = net.log_edge_scores().exp()[:-1].cpu().numpy()
@@ -650,7 +650,7 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
             Every label keeps its strongest edge, so none becomes unreachable.
         """
 
-        check_is_fitted(self, "network_")
+        require_fitted(self, "network_")
         A = self.adjacency_matrix().tocoo()
         c, l, v = A.row, A.col, A.data
         keep = np.ones(v.size, dtype=bool)

@@ -1,0 +1,228 @@
+"""Speed against PECOS on the same features: fit, batch top-100, single-query p50/p99, model size, P@1.
+
+Usage::
+
+    python -m examples.benchmarks.bench_speed ../shared/datasets/tibkat-en --memory /tmp/skcache --out OUT.json
+    python -m examples.benchmarks.bench_speed ../shared/datasets/cooking-stackexchange --skip-hybrid --profile
+
+One process, one run, so that every ratio compares figures measured under the same conditions. PECOS
+XR-Linear (libpecos, its defaults, loaded back with ``is_predict_only=True``) and the skelias chain — TF-IDF
+ELIAS, TF-IDF ELIAS++, hybrid ELIAS++ — are trained on the peers' TF-IDF features (sublinear tf, 1–2 grams,
+≤ 200k features, min_df 2); the hybrid also embeds the raw texts with all-MiniLM-L6-v2 (cold unless
+``--memory`` holds them). A held-out split of ``--validation-size`` training rows calibrates ELIAS++.
+
+Columns: *fit s*; *batch s*: top-100 of the whole test set with 2 threads (hybrid: cached embeddings);
+*p50/p99 ms*: single queries, ``predict_topk(x, 10)`` on one thread over ``--n-queries`` test rows, features
+given (the TF-IDF row; the hybrid's query embedding is computed, the MiniLM forward included); *MiB*: the saved
+model (skelias: ``skelias.save`` directory; PECOS: its model folder); *P@1* in the union label space. Each
+skelias figure is also given as a ratio to PECOS's. ``--profile`` adds the per-component split of a single
+query (cProfile, cumulative ms per query).
+"""
+
+import argparse
+import cProfile
+import inspect
+import json
+import os
+import pstats
+import tempfile
+import time
+
+import numpy as np
+import torch
+from sklearn.frozen import FrozenEstimator
+
+import skelias
+from skelias import ELIASClassifier, LabelIndexer, ScoreCalibrator, SparseReranker, top_k
+from skelias.datasets import load_text_dataset
+
+from ._common import parse_params, peer_tfidf, union_metrics
+from .bench_peers import dir_size
+
+
+def _components():
+    """Components of a single query and the functions whose cumulative time they are (outermost calls only)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.tree import DecisionTreeClassifier
+
+    from skelias import _base, _network, encoders, index, pretrained, rerank
+
+    return {
+        "vectorize (TF-IDF)": [TfidfVectorizer.transform],
+        "pretrained encoder": [pretrained.PretrainedTextEmbedder.embed],
+        "encoder φ": [encoders.SparseBagEncoder.forward, encoders.HybridEncoder.forward,
+                      encoders.DenseMLPEncoder.forward],
+        "cluster scores + beam": [index.cluster_log_scores, index.shortlist_clusters],
+        "shortlist (Eq. 6)": [index.expand_paths, index.max_over_paths, index.max_over_paths_dense,
+                              index.shortlist_labels],
+        "label scores": [_network.ELIASNetwork.label_logits],
+        "re-ranker": [rerank.ranker_features, rerank.pair_margins, rerank.transform_margins],
+        "calibrator": [DecisionTreeClassifier.predict_proba],
+        "whole query": [_base.TopKOutputMixin.predict_topk],
+    }
+
+
+def profile_queries(model, queries):
+    """Cumulative ms per query of each component (cProfile over ``queries``); "other" is the rest."""
+    prof = cProfile.Profile()
+    prof.enable()
+    for q in queries:
+        model.predict_topk(q, 10)
+    prof.disable()
+    stats = pstats.Stats(prof).stats
+    out = {}
+    for name, funcs in _components().items():
+        codes = [inspect.unwrap(f).__code__ for f in funcs]  # the function itself, not a decorator's wrapper
+        keys = {(c.co_filename, c.co_firstlineno, c.co_name) for c in codes}
+        out[name] = 1000 * sum(v[3] for key, v in stats.items() if key in keys) / len(queries)
+    out["other (validation, conversions, top-k)"] = out["whole query"] - sum(
+        v for k, v in out.items() if k != "whole query")
+    return out
+
+
+def latencies(model, queries):
+    """Seconds of ``predict_topk(query, 10)`` per query, one torch thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for q in queries[:20]:  # warm-up
+            model.predict_topk(q, 10)
+        out = []
+        for q in queries:
+            t0 = time.perf_counter()
+            model.predict_topk(q, 10)
+            out.append(time.perf_counter() - t0)
+        return np.asarray(out)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def saved_mib(model):
+    with tempfile.TemporaryDirectory() as tmp:
+        return dir_size(skelias.save(model, os.path.join(tmp, "m"))) / 2**20
+
+
+def pecos_row(Xtr, Ytr, Xte, n_queries):
+    from pecos.xmc import Indexer, LabelEmbeddingFactory  # the bench extra
+    from pecos.xmc.xlinear.model import XLinearModel
+
+    t0 = time.perf_counter()
+    chain = Indexer.gen(LabelEmbeddingFactory.create(Ytr, Xtr, method="pifa"), indexer_type="hierarchicalkmeans",
+                        threads=2)
+    model = XLinearModel.train(Xtr, Ytr, C=chain, threads=2)
+    fit_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save(os.path.join(tmp, "pecos"))
+        mib = dir_size(os.path.join(tmp, "pecos")) / 2**20
+        model = XLinearModel.load(os.path.join(tmp, "pecos"), is_predict_only=True)
+    t0 = time.perf_counter()
+    P = model.predict(Xte, only_topk=100, threads=2)
+    batch_s = time.perf_counter() - t0
+    lat = []
+    for i in range(min(n_queries, Xte.shape[0])):
+        t = time.perf_counter()
+        model.predict(Xte[i], only_topk=10, threads=1)
+        lat.append(time.perf_counter() - t)
+    return P, {"fit_s": fit_s, "batch_s": batch_s, "p50_ms": 1000 * np.median(lat),
+               "p99_ms": 1000 * np.percentile(lat, 99), "model_mb": mib}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data")
+    p.add_argument("--memory", default=None, help="cache directory of the frozen MiniLM embeddings")
+    p.add_argument("--set", nargs="*", default=[], help="extra ELIASClassifier parameters, key=value")
+    p.add_argument("--validation-size", type=int, default=3000)
+    p.add_argument("--n-queries", type=int, default=1000)
+    p.add_argument("--skip-hybrid", action="store_true")
+    p.add_argument("--skip-pecos", action="store_true")
+    p.add_argument("--profile", action="store_true", help="per-component split of a single query")
+    p.add_argument("--out", default=None, help="write the rows as JSON here")
+    args = p.parse_args()
+
+    torch.set_num_threads(2)
+    tr, ytr = load_text_dataset(args.data, "train")
+    te, yte = load_text_dataset(args.data, "test")
+    vec = peer_tfidf().fit(tr)
+    Xtr, Xte = vec.transform(tr), vec.transform(te)
+    li = LabelIndexer().fit(ytr)
+    Ytr = li.transform(ytr)
+    n_val = min(args.validation_size, len(tr) // 5)
+    perm = np.random.RandomState(0).permutation(len(tr))
+    val, fit = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    n_q = min(args.n_queries, len(te))
+    rows = []
+
+    def record(name, model, fit_s, X_batch, queries, uncached=None):
+        torch.set_num_threads(2)
+        if uncached is not None:  # batch figures with cached embeddings: embed the test texts first
+            uncached._embed(X_batch)
+        t0 = time.perf_counter()
+        names, scores = model.predict_topk(X_batch, 100)
+        batch_s = time.perf_counter() - t0
+        idx = model.label_indexer_.indices_of(names)
+        m = union_metrics(model.classes_, idx, scores, ytr, yte)
+        memory = None
+        if uncached is not None:  # single queries embed their text: no embedding-cache hits
+            memory, uncached.memory = uncached.memory, None
+        lat = latencies(model, queries)
+        row = {"model": name, "fit_s": fit_s, "batch_s": batch_s, "p50_ms": 1000 * np.median(lat),
+               "p99_ms": 1000 * np.percentile(lat, 99), "model_mb": saved_mib(model), "P@1": m["P@1"],
+               "R@100": m["R@100"], "PSP@5": m["PSP@5"]}
+        if args.profile:
+            row["profile_ms"] = profile_queries(model, queries[:200])
+        if uncached is not None:
+            uncached.memory = memory
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    if not args.skip_pecos:
+        P, row = pecos_row(Xtr, Ytr, Xte, n_q)
+        idx, scores = top_k(P, min(100, P.shape[1]))
+        m = union_metrics(li.classes_, idx, scores, ytr, yte)
+        rows.append({"model": "PECOS XR-Linear", **row, "P@1": m["P@1"], "R@100": m["R@100"], "PSP@5": m["PSP@5"]})
+        print(json.dumps(rows[-1]), flush=True)
+
+    params = {"random_state": 0, **parse_params(args.set)}
+    fit_y = [ytr[i] for i in fit]
+    single = [Xte[i] for i in range(n_q)]
+    t0 = time.perf_counter()
+    elias = ELIASClassifier(**params).fit(Xtr[fit], fit_y)
+    t_elias = time.perf_counter() - t0
+    record("ELIAS, TF-IDF", elias, t_elias, Xte, single)
+    t0 = time.perf_counter()
+    ranker = SparseReranker(FrozenEstimator(elias), random_state=0, n_jobs=2).fit(Xtr[fit], fit_y)
+    cal = ScoreCalibrator(FrozenEstimator(ranker), random_state=0).fit(Xtr[val], [ytr[i] for i in val])
+    record("ELIAS++, TF-IDF", cal, t_elias + time.perf_counter() - t0, Xte, single)
+
+    if not args.skip_hybrid:
+        fit_x, val_x = [tr[i] for i in fit], [tr[i] for i in val]
+        hparams = {**params, "pretrained_model": "all-MiniLM-L6-v2", "memory": args.memory}
+        t0 = time.perf_counter()
+        hybrid = ELIASClassifier(**hparams).fit(fit_x, fit_y)
+        hranker = SparseReranker(FrozenEstimator(hybrid), random_state=0, n_jobs=2).fit(fit_x, fit_y)
+        hcal = ScoreCalibrator(FrozenEstimator(hranker), random_state=0).fit(val_x, [ytr[i] for i in val])
+        fit_s = time.perf_counter() - t0
+        record("ELIAS++, hybrid", hcal, fit_s, te, [[t] for t in te[:n_q]], uncached=hybrid)
+
+    pecos = next((r for r in rows if r["model"] == "PECOS XR-Linear"), None)
+    if pecos:
+        for r in rows:
+            r["ratio_to_pecos"] = {k: r[k] / pecos[k] for k in ("fit_s", "batch_s", "p50_ms", "p99_ms", "model_mb")}
+    print("| model | fit s | batch s | p50 ms | p99 ms | MiB | P@1 |" + (" ratios to PECOS (fit, batch, p50, p99, MiB) |"
+                                                                    if pecos else ""))
+    print("|---|---|---|---|---|---|---|" + ("---|" if pecos else ""))
+    for r in rows:
+        ratios = " | " + ", ".join(f"{v:.2f}×" for v in r["ratio_to_pecos"].values()) if pecos else ""
+        print(f"| {r['model']} | {r['fit_s']:.0f} | {r['batch_s']:.2f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+              f"{r['model_mb']:.1f} | {100 * r['P@1']:.2f}{ratios} |")
+    for r in rows:
+        if "profile_ms" in r:
+            print(f"profile of one query, {r['model']}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in r["profile_ms"].items()))
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump(rows, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()

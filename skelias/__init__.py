@@ -20,8 +20,8 @@ from .metrics import (
 
 __version__ = "0.1.0"
 
+from ._base import predict_topk
 from .calibration import ScoreCalibrator
-from .elias import ELIASClassifier
 from .ensemble import TopKEnsemble
 from .neighbors import KNNLabelClassifier
 from .persistence import load, save
@@ -48,6 +48,7 @@ __all__ = [
     "pifa",
     "precision_at_k",
     "precision_at_k_scorer",
+    "predict_topk",
     "psndcg_at_k",
     "psprecision_at_k",
     "psprecision_at_k_scorer",
@@ -57,3 +58,17 @@ __all__ = [
     "top_k",
     "xmc_metrics",
 ]
+
+
+def __getattr__(name):
+    """``ELIASClassifier`` is imported on first use, so that ``skelias.metrics`` and friends load without torch."""
+    if name == "ELIASClassifier":
+        from .elias import ELIASClassifier
+
+        globals()[name] = ELIASClassifier
+        return ELIASClassifier
+    raise AttributeError(f"module 'skelias' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -36,7 +36,7 @@ def store_params(estimator, init_locals):
 
 
 #: private attributes that ``fit`` sets (besides the public ones ending with "_")
-_PRIVATE_FITTED = frozenset({"_fitted_on_matrix", "_pretrained_dim", "_pretrained_dir", "_embedder", "_coef_t", "_maps",
+_PRIVATE_FITTED = frozenset({"_fitted_on_matrix", "_y_kind", "_pretrained_dim", "_pretrained_dir", "_embedder", "_coef_t", "_maps",
                              "_n_bow"})
 
 
@@ -151,7 +151,7 @@ class TopKOutputMixin:
     ``label_indexer_``, ``classes_`` and ``_fitted_on_matrix`` in ``fit``.
     """
 
-    def predict_topk(self, X, k=None):
+    def predict_topk(self, X, k=None, *, as_csr=False, **predict_params):
         """Top-``k`` labels and their scores per row.
 
         Parameters
@@ -160,6 +160,13 @@ class TopKOutputMixin:
             Inputs of the kind the model was fitted on.
         k : int, optional
             Labels per row; defaults to the ``k`` parameter and is capped at the number of labels.
+        as_csr : bool, default=False
+            Return one CSR matrix (n_samples, n_labels) of the top-k scores instead (PECOS's
+            ``predict`` format; columns in the order of ``classes_``).
+        **predict_params
+            Prediction-time settings of this call, e.g. ``beam_size`` and ``shortlist_size`` for
+            :class:`~skelias.ELIASClassifier` or ``n_candidates`` for :class:`~skelias.SparseReranker`
+            (by default the estimator's current parameters, so ``set_params`` after ``fit`` takes effect).
 
         Returns
         -------
@@ -170,31 +177,57 @@ class TopKOutputMixin:
         """
         require_fitted(self, "classes_")
         k = min(check_k(self.k if k is None else k), len(self.classes_))
-        idx, scores = self._raw_topk(X, k)
+        idx, scores = self._raw_topk(X, k, **predict_params)
+        if as_csr:
+            keep = idx >= 0
+            rows = np.repeat(np.arange(idx.shape[0]), idx.shape[1])[keep.ravel()]
+            return sp.csr_matrix((scores[keep], (rows, idx[keep])), shape=(idx.shape[0], len(self.classes_)),
+                                 dtype=np.float32)
         if self._fitted_on_matrix:
             return idx, scores
         return self.label_indexer_.inverse_transform(idx), scores
 
     def predict_proba(self, X):
-        """Scores of each row's scored labels as a CSR matrix (n_samples, n_labels), float32.
+        """Scores of each row's scored labels, (n_samples, n_labels) float32; 0 outside its candidates.
 
-        Labels outside a row's candidate set are not stored (score 0).
+        A CSR matrix when fitted on label collections or a sparse indicator (a dense array would not fit
+        at 10⁶ labels); a dense ndarray when fitted on one label per row or a dense indicator, as for
+        scikit-learn classifiers.
         """
-        check_is_fitted(self)
-        idx, scores = self._raw_topk(X, self._n_scored())
+        require_fitted(self, "classes_")
+        idx, scores = self._raw_topk(X, min(self._n_scored(), len(self.classes_)))
         keep = idx >= 0
         rows = np.repeat(np.arange(idx.shape[0]), idx.shape[1])[keep.ravel()]
-        return sp.csr_matrix((scores[keep], (rows, idx[keep])), shape=(idx.shape[0], len(self.classes_)),
-                             dtype=np.float32)
+        S = sp.csr_matrix((scores[keep], (rows, idx[keep])), shape=(idx.shape[0], len(self.classes_)),
+                          dtype=np.float32)
+        return S.toarray() if getattr(self, "_y_kind", "sparse") in ("1d", "dense") else S
 
     def decision_function(self, X):
         """Same as :meth:`predict_proba` (scores are in [0, 1] but not calibrated probabilities)."""
         return self.predict_proba(X)
 
     def predict(self, X):
-        """CSR indicator (n_samples, n_labels), float32, of each row's top ``k`` labels."""
-        idx, _ = self._raw_topk(X, check_k(self.k))
-        return topk_to_indicator(idx, len(self.classes_))
+        """Each row's top ``k`` labels, in the form of the fitted ``y``.
+
+        Returns
+        -------
+        y_pred : CSR indicator (n_samples, n_labels) float32 when fitted on a sparse indicator matrix, an
+            int ndarray indicator when fitted on a dense one; ndarray (n_samples,) of the top label when
+            fitted on one label per row; a list of ``n_samples`` lists of up to ``k`` labels (best first)
+            when fitted on label collections.
+        """
+        require_fitted(self, "classes_")
+        kind = getattr(self, "_y_kind", "sparse")
+        idx, _ = self._raw_topk(X, min(check_k(self.k), len(self.classes_)))
+        if kind in ("sparse", "dense"):
+            Y = topk_to_indicator(idx, len(self.classes_))
+            return Y if kind == "sparse" else Y.toarray().astype(np.int64)
+        classes = np.asarray(self.classes_)
+        if kind == "1d":  # a row without any candidate gets the most frequent label
+            fallback = int(np.argmax(getattr(self, "label_frequency_", np.ones(len(classes)))))
+            return classes[np.where(idx[:, 0] >= 0, idx[:, 0], fallback)]
+        keep = idx >= 0
+        return [list(row) for row in np.split(classes[idx[keep]], np.cumsum(keep.sum(axis=1))[:-1])]
 
     def score(self, X, y):
         """Precision@1 on (X, y); labels unknown to the model count as misses."""
@@ -203,10 +236,60 @@ class TopKOutputMixin:
         return precision_at_k_scorer(1)(self, X, y)
 
     def __sklearn_tags__(self):
+        # not tagged "classifier": scikit-learn's cross-validation would then stratify on y, and its
+        # type_of_target rejects y given as label collections, skelias's primary target format
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True  # sparse feature matrices (e.g. from a TfidfVectorizer) are accepted
+        tags.input_tags.string = True  # and raw texts
         tags.target_tags.required = True
         return tags
+
+
+def predict_topk(estimator, X, k=5, **kwargs):
+    """Top-``k`` labels and scores of any fitted skelias model, also inside a ``Pipeline`` or a search.
+
+    Parameters
+    ----------
+    estimator : estimator
+        A fitted skelias estimator, a fitted :class:`~sklearn.pipeline.Pipeline` ending with one (the other
+        steps transform ``X`` first), a fitted ``GridSearchCV``/``RandomizedSearchCV`` (its
+        ``best_estimator_``), or a ``FrozenEstimator`` around one of these.
+    X : list of str, sparse matrix or ndarray
+        Inputs for the first step.
+    k : int, default=5
+        Labels per row.
+    **kwargs
+        Prediction-time options of the final estimator's ``predict_topk`` (e.g. ``beam_size``).
+
+    Returns
+    -------
+    labels : ndarray (n_samples, k)
+    scores : ndarray (n_samples, k) float32
+
+    Examples
+    --------
+    >>> from sklearn.feature_extraction.text import TfidfVectorizer
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from skelias import KNNLabelClassifier, predict_topk
+    >>> pipe = make_pipeline(TfidfVectorizer(), KNNLabelClassifier(n_neighbors=2))
+    >>> pipe = pipe.fit(["red apple", "green pear", "red wine", "white wine"], [["fruit"], ["fruit"], ["drink"], ["drink"]])
+    >>> predict_topk(pipe, ["a glass of red wine"], k=1)[0].tolist()
+    [['drink']]
+    """
+    while True:
+        if hasattr(estimator, "best_estimator_") and not hasattr(estimator, "predict_topk"):
+            estimator = estimator.best_estimator_
+        elif hasattr(estimator, "steps") and not hasattr(estimator, "predict_topk"):
+            if len(estimator.steps) > 1:
+                X = estimator[:-1].transform(X)
+            estimator = estimator.steps[-1][1]
+        elif not hasattr(estimator, "predict_topk") and hasattr(estimator, "estimator"):  # FrozenEstimator
+            estimator = estimator.estimator
+        else:
+            break
+    if not hasattr(estimator, "predict_topk"):
+        raise TypeError(f"{type(estimator).__name__} has no predict_topk: it is not a skelias model.")
+    return estimator.predict_topk(X, k, **kwargs)
 
 
 def label_indices(estimator, labels):
@@ -214,7 +297,7 @@ def label_indices(estimator, labels):
     return estimator.label_indexer_.indices_of(labels)
 
 
-def base_candidates(estimator, X, k, embeddings=True, tfidf=None):
+def base_candidates(estimator, X, k, embeddings=True, tfidf=None, **predict_params):
     """A fitted base model's top-``k`` candidates for ``X`` (and its embeddings φ(X)).
 
     Uses the base's private one-pass ``_raw_topk(X, k, embeddings=True)`` when it has one
@@ -230,7 +313,7 @@ def base_candidates(estimator, X, k, embeddings=True, tfidf=None):
     """
     check_is_fitted(estimator)
     if hasattr(estimator, "_raw_topk"):
-        extra = {} if tfidf is None else {"tfidf": tfidf}
+        extra = dict(predict_params) if tfidf is None else {"tfidf": tfidf, **predict_params}
         if embeddings:
             try:
                 return estimator._raw_topk(X, k, embeddings=True, **extra)
@@ -239,9 +322,11 @@ def base_candidates(estimator, X, k, embeddings=True, tfidf=None):
         try:
             idx, scores = estimator._raw_topk(X, k, **extra)[:2]
         except TypeError:  # a _raw_topk without the tfidf shortcut
-            idx, scores = estimator._raw_topk(X, k)[:2]
+            if tfidf is None:
+                raise
+            idx, scores = estimator._raw_topk(X, k, **predict_params)[:2]
     else:
-        labels, scores = estimator.predict_topk(X, k)
+        labels, scores = estimator.predict_topk(X, k, **predict_params)
         idx = label_indices(estimator, labels)
     emb = None
     if embeddings and hasattr(estimator, "transform"):

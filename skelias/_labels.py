@@ -45,7 +45,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["LabelIndexer", "as_targets", "check_label_matrix", "is_label_matrix"]
+__all__ = ["LabelIndexer", "as_targets", "check_label_matrix", "is_label_matrix", "target_kind"]
 
 
 def _as_array_if_arraylike(y):
@@ -64,7 +64,31 @@ def as_targets(y):
     y = _as_array_if_arraylike(y)
     if isinstance(y, Iterator):
         return list(y)
+    if isinstance(y, np.ndarray) and y.ndim == 2 and y.shape[1] == 1:  # a column vector of labels
+        from sklearn.exceptions import DataConversionWarning
+
+        warnings.warn("A column-vector y was passed when a 1d array was expected; it is read as one label per "
+                      "row. Please change the shape of y to (n_samples,).", DataConversionWarning, stacklevel=3)
+        return y.ravel()
     return y
+
+
+def target_kind(y):
+    """How ``y`` gives the labels: ``"sparse"``/``"dense"`` (an indicator matrix), ``"1d"`` (one label per row)
+    or ``"collections"``.
+
+    ``predict`` answers in the same form (see :class:`skelias._base.TopKOutputMixin`).
+    """
+    y = _as_array_if_arraylike(y)
+    if is_label_matrix(y):
+        return "sparse" if sp.issparse(y) else "dense"
+    if isinstance(y, np.ndarray) and y.ndim == 1 and not (y.dtype == object and y.size and isinstance(
+            y[0], (list, tuple, set, frozenset, np.ndarray))):
+        return "1d"
+    if isinstance(y, (list, tuple)) and y and all(
+            isinstance(r, (numbers.Integral, np.integer)) and not isinstance(r, bool) for r in y):
+        return "1d"
+    return "collections"
 
 
 def is_label_matrix(Y) -> bool:
@@ -191,6 +215,9 @@ def _flatten(rows, name):
     arr = np.asarray(flat, dtype=np.float64)
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name} contains NaN or infinite labels.")
+    if not np.all(arr == np.round(arr)):
+        raise ValueError(f"Unknown label type: {name} holds non-integer numbers ({arr[arr != np.round(arr)][0]!r}), "
+                         "a continuous target; labels must be strings or integers.")
     return lengths, arr, "num"
 
 

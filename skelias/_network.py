@@ -150,7 +150,7 @@ class ELIASNetwork(nn.Module):
         return torch.bmm(w, emb.unsqueeze(-1)).squeeze(-1) + self.label_bias[safe]
 
     # ------------------------------------------------------------------ forward
-    def forward(self, batch, gold_parents=None, gold_labels=None, shortlist_size=None, top_k=None):
+    def forward(self, batch, gold_parents=None, gold_labels=None, shortlist_size=None, top_k=None, beam_size=None):
         """Eq. 1–6 and the label classifiers.
 
         Parameters
@@ -163,6 +163,8 @@ class ELIASNetwork(nn.Module):
             of each gold label (-inf when no explored path reaches it).
         shortlist_size : int, optional
             K for this call; default ``shortlist_size``.
+        beam_size : int, optional
+            b for this call (capped at C); default ``beam_size``.
         top_k : int, optional
             Prediction only: the caller needs the ``top_k`` best labels by p = σ(z)·ŷ, so small batches
             score the shortlist by descending ŷ and stop once no unscored label can enter the top
@@ -190,7 +192,8 @@ class ELIASNetwork(nn.Module):
                     gold_labels >= L, NEG_INF)
             return out
         log_cs = index.cluster_log_scores(self.cluster_classifier(emb), self.alpha)
-        clusters = index.shortlist_clusters(log_cs, self.beam_size, gold_parents)
+        b = self.beam_size if beam_size is None else min(int(beam_size), self.n_clusters)
+        clusters = index.shortlist_clusters(log_cs, b, gold_parents)
         log_es = self.log_edge_scores()
         labels, log_path = index.expand_paths(clusters, log_cs, self.a_indices, log_es)
         out = {"embedding": emb}

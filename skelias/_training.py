@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import logging
 import math
+import time
 import warnings
 
 import numpy as np
@@ -20,11 +20,10 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
+from ._logging import logger
 from ._network import elias_loss, gold_tensors
 from .encoders import RowSparseEmbeddingBag
 from .metrics import _ndcg
-
-logger = logging.getLogger("skelias")
 
 __all__ = ["BestEpoch", "StageTrainer", "TrainingConfig", "TrainingDivergedError", "cluster_matching_matrix",
            "predict_topk_scores", "validation_ndcg"]
@@ -306,6 +305,7 @@ class StageTrainer:
             best.score, best.epoch, best.state = resume["best_score"], resume["best_epoch"], resume["best_state"]
         try:
             for epoch in range(start, cfg.n_epochs):
+                t0 = time.perf_counter()
                 try:
                     rec = self.run_epoch(X, Y, epoch)
                     self.check_finite(epoch)
@@ -322,8 +322,9 @@ class StageTrainer:
                 if self.on_epoch_end is not None:
                     self.on_epoch_end(self, epoch, history, best)
                 if cfg.verbose:
-                    logger.info("%s epoch %d: %s", cfg.desc, epoch + 1,
-                                {k: round(v, 5) for k, v in rec.items() if k != "epoch"})
+                    val = f", validation nDCG@5 {rec['val_ndcg@5']:.4f}" if "val_ndcg@5" in rec else ""
+                    logger.info("%s epoch %d/%d: loss %.4f (L_c %.4f, L_s %.4f)%s, %.1f s", cfg.desc, epoch + 1,
+                                cfg.n_epochs, rec["loss"], rec["loss_c"], rec["loss_s"], val, time.perf_counter() - t0)
         finally:
             for m in self._bags:
                 m.sparse = False
@@ -404,8 +405,11 @@ class StageTrainer:
 
 
 @torch.no_grad()
-def predict_topk_scores(net, X, *, make_batch, k, batch_size, device, use_amp=False, embeddings=False):
+def predict_topk_scores(net, X, *, make_batch, k, batch_size, device, use_amp=False, embeddings=False,
+                        beam_size=None, shortlist_size=None):
     """Final scores ``p_l = σ(w_lᵀφ + b_l)·ŷ_l`` (Eq. 7's p) of each row's top-k labels.
+
+    ``beam_size`` and ``shortlist_size`` override the network's b and K for this call.
 
     Returns
     -------
@@ -426,7 +430,7 @@ def predict_topk_scores(net, X, *, make_batch, k, batch_size, device, use_amp=Fa
     for start in range(0, X.shape[0], batch_size):
         xb = make_batch(X if X.shape[0] <= batch_size else X[start : start + batch_size], device)
         with _autocast(use_amp):
-            out = net(xb, top_k=k)
+            out = net(xb, top_k=k, beam_size=beam_size, shortlist_size=shortlist_size)
         log_p = torch.nn.functional.logsigmoid(out["logits"].float()) + out["log_shortlist"]
         top, pos = torch.topk(log_p, min(k, log_p.shape[1]), dim=1)
         if bool(torch.isnan(top).any()):

@@ -15,7 +15,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import TopKOutputMixin, base_candidates, check_fit_input, fit_aside, is_fitted, store_params, topk_of
-from ._labels import as_targets, is_label_matrix
+from ._labels import as_targets, is_label_matrix, target_kind
+from ._logging import logger, verbose_logging
 from ._validation import (
     HasMethods,
     Interval,
@@ -70,7 +71,7 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
     random_state : int, RandomState or None, default=None
         Seeds the split and the tree.
     verbose : int, default=0
-        Verbosity (passed to nothing yet; kept for a uniform interface).
+        > 0: a log line for the calibration (and the wrapped estimator's own, per its ``verbose``).
 
     Attributes
     ----------
@@ -119,12 +120,12 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
             return np.stack([p, q, p * q, f], axis=-1)
         return np.stack([p * q, p, f], axis=-1)
 
-    def _scores(self, X):
+    def _scores(self, X, **predict_params):
         est = self.estimator_
         if hasattr(est, "candidate_scores"):
-            return est.candidate_scores(X)
+            return est.candidate_scores(X, **predict_params)
         n = getattr(est, "n_candidates", None) or getattr(est, "shortlist_size", None) or 100
-        idx, p, _ = base_candidates(est, X, int(n), embeddings=False)
+        idx, p, _ = base_candidates(est, X, int(n), embeddings=False, **predict_params)
         p = np.where(idx >= 0, p, 0.0).astype(np.float32)
         return idx, p, p
 
@@ -143,7 +144,8 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         self : ScoreCalibrator
             This estimator, fitted.
         """
-        return fit_aside(self, type(self)._fit, X, as_targets(y))
+        with verbose_logging(self.verbose):
+            return fit_aside(self, type(self)._fit, X, as_targets(y))
 
     def _fit(self, X, y):
         self._validate_params()
@@ -169,6 +171,7 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         self.label_indexer_ = self.estimator_.label_indexer_
         self.classes_ = self.estimator_.classes_
         self._fitted_on_matrix = is_label_matrix(y)
+        self._y_kind = target_kind(y)
         with warnings.catch_warnings():  # validation labels the model never saw cannot be candidates anyway
             warnings.simplefilter("ignore", UserWarning)
             Y_val = self.label_indexer_.transform(y_val).tocsr()
@@ -187,20 +190,24 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
             raise ValueError("the validation rows have no positive (row, candidate label) pair, so the calibrator "
                              "has nothing to learn; use a larger validation_size or check the labels.")
         if target.all():
-            raise ValueError("every validation candidate pair is positive; the calibrator needs negatives too.")
+            raise ValueError("every validation candidate pair is positive (a single class, or only relevant "
+                             "candidates); the calibrator needs negatives too.")
         self.tree_ = DecisionTreeClassifier(max_depth=self.max_depth, min_samples_leaf=self.min_samples_leaf,
                                             random_state=rs.randint(2**31 - 1))
         self.tree_.fit(self._features(idx, p, q)[valid], target)
         self.fit_time_["tree"] = time.perf_counter() - t0
+        if self.verbose:
+            logger.info("calibrator: a depth-%s tree on %d (row, candidate) pairs, %.1f s", self.max_depth,
+                        int(valid.sum()), self.fit_time_["tree"])
         self.n_features_in_ = getattr(self.estimator_, "n_features_in_", None)
         return self
 
     def _n_scored(self):
         return getattr(self.estimator_, "n_candidates", 100)
 
-    def _raw_topk(self, X, k, embeddings=False):
+    def _raw_topk(self, X, k, embeddings=False, **predict_params):
         check_is_fitted(self, "tree_")
-        idx, p, q = self._scores(X)
+        idx, p, q = self._scores(X, **predict_params)
         valid = idx >= 0
         t = np.zeros(idx.shape, dtype=np.float32)
         if valid.any():

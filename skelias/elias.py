@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import logging
 import numbers
 import os
 import time
@@ -19,7 +18,8 @@ from sklearn.utils import check_random_state
 from ._base import TopKOutputMixin, fit_aside, require_fitted, store_params
 from ._checkpoint import Checkpointer, fingerprint, rng_state, set_rng_state
 from ._inputs import HybridFeatures, HybridTexts, TextRows, pifa_blocks
-from ._labels import LabelIndexer, as_targets, is_label_matrix
+from ._labels import LabelIndexer, as_targets, is_label_matrix, target_kind
+from ._logging import logger, verbose_logging
 from ._network import ELIASNetwork
 from ._training import (
     StageTrainer,
@@ -47,8 +47,6 @@ from ._validation import (
 from .cluster import cluster_labels, default_n_clusters
 from .encoders import DenseMLPEncoder, HybridEncoder, SparseBagEncoder, TransformerEncoder
 from .index import ADJACENCY_INITS, padded_adjacency, stage2_adjacency
-
-logger = logging.getLogger("skelias")
 
 __all__ = ["ELIASClassifier"]
 
@@ -305,7 +303,8 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         self : ELIASClassifier
             The fitted estimator.
         """
-        return fit_aside(self, type(self)._fit, X, as_targets(y))
+        with verbose_logging(self.verbose):
+            return fit_aside(self, type(self)._fit, X, as_targets(y))
 
     def _fit(self, X, y):
         self._check_params()
@@ -365,6 +364,7 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
                                           and (device.type == "cuda" if ft == "auto" else ft))
         X = self._model_input(kind, X, fitting=True)
         self._fitted_on_matrix = is_label_matrix(y)
+        self._y_kind = target_kind(y)
         self.classes_ = self.label_indexer_.classes_
         self.label_frequency_ = np.asarray(Y.sum(axis=0), dtype=np.float32).ravel()
         self.n_features_in_ = self.vectorizer_.transform(["x"]).shape[1] if isinstance(X, TextRows) else X.shape[1]
@@ -391,7 +391,11 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         L = Y.shape[1]
         C = min(self.n_clusters if self.n_clusters is not None else default_n_clusters(L, self.max_leaf_size), L)
         sparse, dense = pifa_blocks(X, vectorizer=self.vectorizer_, embed=self._embed)
-        tree = cluster_labels(Y, sparse, dense, n_clusters=C, random_state=rs)
+        t0 = time.perf_counter()
+        tree = cluster_labels(Y, sparse, dense, n_clusters=C, random_state=rs, verbose=bool(self.verbose))
+        if self.verbose:
+            logger.info("clustered %d labels into %d clusters (PIFA + balanced k-means), %.1f s", L, tree.n_clusters,
+                        time.perf_counter() - t0)
         self.label_tree_ = tree
         self._pretrained_dim = dense.shape[1] if self._is_hybrid() else None
         return tree, self._pretrained_dim
@@ -487,6 +491,9 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         a_ind, a_mask, a_values = stage2_adjacency(M, Y, kappa, tree.adjacency(), self.adjacency_init, self.beta)
         net.set_adjacency(a_ind, a_mask, seed=seed + 1, a_values=a_values)
         self.fit_time_["stage2_init"] = time.perf_counter() - t0
+        if self.verbose:
+            logger.info("stage-2 index: %d edges (κ = %d per cluster), %.1f s", int(a_mask[:-1].sum()), kappa,
+                        self.fit_time_["stage2_init"])
         t0 = time.perf_counter()
         config2 = config.scaled(self.stage2_lr_factor, n_epochs=self.n_epochs_stage2, desc="stage 2",
                                 lr_adjacency=self.lr_adjacency if self.lr_adjacency is not None else self.lr)
@@ -602,13 +609,18 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         return float(self.pretrained_scale)
 
     # ------------------------------------------------------------------ prediction
-    def _raw_topk(self, X, k, embeddings=False, tfidf=None):
+    def _raw_topk(self, X, k, embeddings=False, tfidf=None, beam_size=None, shortlist_size=None):
+        """Top-k column indices and scores; ``beam_size``/``shortlist_size`` default to the current parameters."""
         require_fitted(self, "network_")
+        beam_size = check_k(self.beam_size if beam_size is None else beam_size, name="beam_size")
+        shortlist_size = check_k(self.shortlist_size if shortlist_size is None else shortlist_size,
+                                 name="shortlist_size")
         X = self._features(X, fitting=False, tfidf=tfidf)
         net = self.network_
         device = next(net.parameters()).device
         return predict_topk_scores(net, X, make_batch=net.encoder.make_batch, k=k, batch_size=max(self.batch_size, 512),
-                                   device=device, use_amp=device.type == "cuda", embeddings=embeddings)
+                                   device=device, use_amp=device.type == "cuda", embeddings=embeddings,
+                                   beam_size=beam_size, shortlist_size=min(shortlist_size, net.n_labels))
 
     def _n_scored(self):
         require_fitted(self, "network_")

@@ -11,7 +11,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import TopKOutputMixin, base_candidates, check_fit_input, fit_aside, pad_topk, store_params
-from ._labels import LabelIndexer, as_targets, is_label_matrix
+from ._labels import LabelIndexer, as_targets, is_label_matrix, target_kind
 from ._validation import HasMethods, positive_int
 from .metrics import top_k
 
@@ -137,13 +137,10 @@ class TopKEnsemble(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         seeds = rs.randint(2**31 - 1, size=self.n_estimators)
         self.estimators_ = [_reseed(clone(base), int(s)).fit(X, y) for s in seeds]
         self._fitted_on_matrix = is_label_matrix(y)
-        spaces = [m.classes_ for m in self.estimators_]
-        if self._fitted_on_matrix:
-            self.label_indexer_ = LabelIndexer().fit(sp.csr_matrix((1, max(len(c) for c in spaces))))
-        else:
-            self.label_indexer_ = LabelIndexer(classes=np.concatenate(spaces)).fit([[]])
+        self._y_kind = target_kind(y)
+        self.label_indexer_ = LabelIndexer().fit(y)  # every member's label space is within y's
         self.classes_ = self.label_indexer_.classes_
-        self._maps = [self.label_indexer_.indices_of(c) for c in spaces]
+        self._maps = [self.label_indexer_.indices_of(m.classes_) for m in self.estimators_]
         self.n_features_in_ = getattr(self.estimators_[0], "n_features_in_", None)
         return self
 

@@ -18,7 +18,7 @@ from sklearn.preprocessing import normalize
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import TopKOutputMixin, fit_aside, pad_topk, store_params
-from ._labels import LabelIndexer, as_targets, is_label_matrix
+from ._labels import LabelIndexer, as_targets, is_label_matrix, target_kind
 from ._validation import HasMethods, Interval, apply_vectorizer, check_n_rows, check_X, default_vectorizer, positive_int
 from .metrics import top_k
 
@@ -101,6 +101,7 @@ class KNNLabelClassifier(TopKOutputMixin, BaseEstimator):
         if Ytr.nnz == 0:
             raise ValueError("Y has no positive label at all; there is nothing to learn.")
         self._fitted_on_matrix = is_label_matrix(y)
+        self._y_kind = target_kind(y)
         if kind == "text":
             vec = self.vectorizer if self.vectorizer is not None else default_vectorizer()
             self.vectorizer_ = clone(vec).fit(X)
@@ -118,9 +119,15 @@ class KNNLabelClassifier(TopKOutputMixin, BaseEstimator):
 
         Returns
         -------
-        scores : csr_matrix of shape (n_samples, n_labels), float32
-            Only labels of the neighbours are stored.
+        scores : (n_samples, n_labels) float32
+            A CSR matrix holding only the labels of the neighbours, or a dense ndarray when fitted on one
+            label per row or on a dense indicator matrix.
         """
+        S = self._vote_scores(X)
+        return S.toarray() if getattr(self, "_y_kind", "sparse") in ("1d", "dense") else S
+
+    def _vote_scores(self, X):
+        """The votes as a CSR matrix (n_samples, n_labels), float32."""
         check_is_fitted(self, "X_train_T_")
         kind, Xq = check_X(
             X, n_features=None if self.vectorizer_ is not None else self.n_features_in_, estimator_name=type(self).__name__
@@ -141,8 +148,12 @@ class KNNLabelClassifier(TopKOutputMixin, BaseEstimator):
         return sp.vstack(parts, format="csr").astype(np.float32)
 
     def predict_proba(self, X):
-        """Same as :meth:`decision_function` (vote sums, not probabilities)."""
-        return self.decision_function(X)
+        """The votes divided by ``n_neighbors``: the similarity-weighted share of neighbours carrying each label.
+
+        Values lie in [0, 1]; same form as :meth:`decision_function`.
+        """
+        S = self.decision_function(X)
+        return S * np.float32(1.0 / min(self.n_neighbors, self.X_train_T_.shape[1]))
 
     def _n_scored(self):
         return len(self.classes_)
@@ -150,5 +161,5 @@ class KNNLabelClassifier(TopKOutputMixin, BaseEstimator):
     def _raw_topk(self, X, k):
         """(indices, scores) of the ``k`` best-voted labels; rows with fewer voted labels are padded."""
         check_is_fitted(self, "X_train_T_")
-        S = self.decision_function(X)
+        S = self._vote_scores(X)
         return pad_topk(*top_k(S, min(k, S.shape[1])), k)

@@ -47,13 +47,15 @@ def resolve_pretrained_path(name):
     return name
 
 
-def load_pretrained(model):
+def load_pretrained(model, verbose=False):
     """Tokenizer and ``AutoModel`` of a pretrained transformer, loaded offline.
 
     Parameters
     ----------
     model : str or path
         Local model directory (or an offline-resolvable name, or "all-MiniLM-L6-v2").
+    verbose : bool, default=False
+        Let ``transformers`` show its loading progress bars.
 
     Raises
     ------
@@ -61,8 +63,12 @@ def load_pretrained(model):
         If the model cannot be loaded without a download.
     """
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     path = resolve_pretrained_path(model)
+    bars = hf_logging.is_progress_bar_enabled()
+    if not verbose:
+        hf_logging.disable_progress_bar()
     try:
         return (AutoTokenizer.from_pretrained(path, local_files_only=True),
                 AutoModel.from_pretrained(path, local_files_only=True))
@@ -70,6 +76,9 @@ def load_pretrained(model):
         raise ValueError(
             f"could not load the pretrained model {model!r} offline: {exc}. Pass a local model directory."
         ) from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 class PretrainedFiles(dict):
@@ -155,7 +164,7 @@ class PretrainedTextEmbedder:
     def __init__(self, model, max_length=64, batch_size=64, pooling="mean", device="cpu", verbose=False):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be 'mean' or 'cls'; got {pooling!r}.")
-        self.tokenizer, self.model = load_pretrained(model)
+        self.tokenizer, self.model = load_pretrained(model, verbose=verbose)
         self.model.eval().to(device)
         self.device = torch.device(device)
         self.max_length, self.batch_size, self.pooling, self.verbose = max_length, batch_size, pooling, verbose

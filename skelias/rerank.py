@@ -9,15 +9,25 @@ from typing import ClassVar
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
-from sklearn.utils.validation import check_is_fitted
 
-from ._base import TopKOutputMixin, base_candidates, check_fit_input, fit_aside, is_fitted, store_params, topk_of
-from ._labels import as_targets, is_label_matrix
+from ._base import (
+    TopKOutputMixin,
+    base_candidates,
+    check_fit_input,
+    fit_aside,
+    is_fitted,
+    require_fitted,
+    store_params,
+    topk_of,
+)
+from ._labels import as_targets, is_label_matrix, target_kind
 from ._liblinear import LOSSES, train_label_classifiers
+from ._logging import logger, verbose_logging
 from ._validation import (
     HasMethods,
     Interval,
     StrOptions,
+    check_k,
     check_X,
     default_vectorizer,
     non_negative_real,
@@ -238,7 +248,8 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         -------
         self : SparseReranker
         """
-        return fit_aside(self, type(self)._fit, X, as_targets(y))
+        with verbose_logging(self.verbose):
+            return fit_aside(self, type(self)._fit, X, as_targets(y))
 
     def _fit(self, X, y):
         self._validate_params()
@@ -253,6 +264,7 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         self.label_indexer_ = self.estimator_.label_indexer_
         self.classes_ = self.estimator_.classes_
         self._fitted_on_matrix = is_label_matrix(y)
+        self._y_kind = target_kind(y)
         Y = self.label_indexer_.transform(y)
         if Y.nnz == 0:
             raise ValueError("y has no positive label in the base model's label space; there is nothing to learn.")
@@ -275,12 +287,24 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
             verbose=bool(self.verbose),
         )
         self.fit_time_["ranker"] = time.perf_counter() - t0
+        if self.verbose:
+            logger.info("re-ranker: %d label classifiers, %d weights, %.1f s", self.coef_.shape[0], self.coef_.nnz,
+                        self.fit_time_["ranker"])
         self._coef_t = sp.csr_matrix(self.coef_.T)  # (D, L): prediction multiplies ψ by it
         self.n_features_in_ = getattr(self.estimator_, "n_features_in_", psi.shape[1])
         return self
 
-    def candidate_scores(self, X):
+    def candidate_scores(self, X, n_candidates=None, **base_params):
         """The base model's candidates with both scores.
+
+        Parameters
+        ----------
+        X : list of str, or sparse matrix (n_samples, n_features)
+            Inputs of the kind the model was fitted on.
+        n_candidates : int, optional
+            Candidates per row for this call; default the ``n_candidates`` parameter.
+        **base_params
+            Prediction-time settings passed to the base model (e.g. ``beam_size`` of an ELIAS base).
 
         Returns
         -------
@@ -288,14 +312,15 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         p : ndarray (n, n_candidates) float32, base scores (0 at padding)
         q : ndarray (n, n_candidates) float32, ranker scores (0 at padding)
         """
-        check_is_fitted(self, "coef_")
+        require_fitted(self, "coef_")
+        n_candidates = check_k(self.n_candidates if n_candidates is None else n_candidates, name="n_candidates")
         kind, Xc = check_X(X, estimator_name=type(self).__name__)
         tfidf = None
         if kind == "text" and self.vectorizer_ is not None and self.vectorizer_ is getattr(
                 self.estimator_, "vectorizer_", None):  # the base's own TF-IDF: one pass serves both models
             tfidf = self.vectorizer_.transform(Xc)
-        idx, p, emb = base_candidates(self.estimator_, Xc if kind == "features" else X, self.n_candidates,
-                                      embeddings=self.embedding_weight > 0, tfidf=tfidf)
+        idx, p, emb = base_candidates(self.estimator_, Xc if kind == "features" else X, n_candidates,
+                                      embeddings=self.embedding_weight > 0, tfidf=tfidf, **base_params)
         bow = tfidf if tfidf is not None else self._bow(kind, Xc, fitting=False)
         psi = ranker_features(bow, emb, self.embedding_weight)
         if psi.shape[1] != self.coef_.shape[1]:
@@ -321,8 +346,8 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         if getattr(self, "coef_", None) is not None:
             self._coef_t = sp.csr_matrix(self.coef_.T)
 
-    def _raw_topk(self, X, k, embeddings=False):
-        idx, p, q = self.candidate_scores(X)
+    def _raw_topk(self, X, k, embeddings=False, **predict_params):
+        idx, p, q = self.candidate_scores(X, **predict_params)
         return topk_of(idx, p * q, k)
 
 

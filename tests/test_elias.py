@@ -23,8 +23,9 @@ def test_fit_predict_outputs_are_consistent(elias_base, cooking):
     P = fitted.predict_proba(q)
     assert sp.isspmatrix_csr(P) and P.shape == (100, len(fitted.classes_))
     # predict_topk = top-k of predict_proba = predict
-    idx = fitted.label_indexer_.transform([[n for n in row if n is not None] for row in names])
-    assert (fitted.predict(q) != idx).nnz == 0
+    expected = [[n for n in row if n is not None] for row in names]
+    assert fitted.predict(q) == expected  # label lists, best first, as the fitted y (label collections)
+    idx = fitted.label_indexer_.transform(expected)
     top_from_proba = [set(P[i].indices[np.argsort(-P[i].data, kind="stable")[:5]]) for i in range(100)]
     assert [set(idx[i].indices) for i in range(100)] == top_from_proba
     emb = fitted.transform(q)
@@ -86,7 +87,7 @@ def test_sklearn_composition(cooking, tiny):
     texts, labels = cooking
     pipe = make_pipeline(TfidfVectorizer(sublinear_tf=True), ELIASClassifier(**tiny))
     pipe.fit(texts[:800], labels[:800])
-    assert pipe.predict(texts[800:820]).shape[0] == 20
+    assert len(pipe.predict(texts[800:820])) == 20
     est = ELIASClassifier(**tiny)
     c = clone(est).set_params(alpha=5.0)
     assert c.get_params()["alpha"] == 5.0 and est.alpha == 10.0
@@ -336,3 +337,57 @@ def test_sparse_adam_moves_only_the_embedding_rows_of_present_features(tiny):
     assert not np.allclose(seen, ratio.flat[0], rtol=1e-3)
     with pytest.raises(ValueError, match="'embedding_optimizer' parameter"):
         ELIASClassifier(embedding_optimizer="sgd").fit(X, sp.csr_matrix(Y))
+
+
+def test_prediction_time_knobs_and_csr_output(elias_base, cooking):
+    import copy
+
+    texts, _ = cooking
+    q = texts[1200:1260]
+    ref = elias_base.predict_topk(q, 5)
+    narrow = elias_base.predict_topk(q, 5, beam_size=1)
+    assert not np.array_equal(ref[0], narrow[0])  # one cluster per query shortlists other labels
+    model = copy.deepcopy(elias_base).set_params(beam_size=1)  # read at predict time, not frozen at fit
+    np.testing.assert_array_equal(model.predict_topk(q, 5)[0], narrow[0])
+    np.testing.assert_array_equal(model.predict_topk(q, 5, beam_size=elias_base.beam_size)[1], ref[1])
+    small_k = elias_base.predict_topk(q, 5, shortlist_size=5)[1]
+    assert np.all(small_k <= ref[1] + 1e-7)  # a shortlist of 5 can only lose candidates
+    S = elias_base.predict_topk(q, 5, as_csr=True)
+    assert sp.isspmatrix_csr(S) and S.shape == (60, len(elias_base.classes_)) and S.getnnz(axis=1).max() <= 5
+    np.testing.assert_allclose(-np.sort(-S.toarray(), axis=1)[:, :5], np.where(np.isfinite(ref[1]), ref[1], 0))
+    with pytest.raises(TypeError):
+        elias_base.predict_topk(q, 5, beam_width=3)  # unknown knobs are not ignored
+
+
+def test_predict_topk_reaches_through_pipelines_and_searches(cooking, tiny):
+    import skelias
+
+    texts, labels = cooking
+    pipe = make_pipeline(TfidfVectorizer(min_df=2), ELIASClassifier(**{**tiny, "n_epochs_stage2": 0}))
+    grid = GridSearchCV(pipe, {"eliasclassifier__beam_size": [2, 4]}, scoring=precision_at_k_scorer(1), cv=2)
+    grid.fit(texts[:600], labels[:600])
+    names, scores = skelias.predict_topk(grid, texts[600:610], 3)
+    best = grid.best_estimator_
+    expected = best[-1].predict_topk(best[0].transform(texts[600:610]), 3)
+    np.testing.assert_array_equal(names, expected[0])
+    np.testing.assert_array_equal(skelias.predict_topk(best, texts[600:610], 3)[1], expected[1])
+    with pytest.raises(TypeError, match="not a skelias model"):
+        skelias.predict_topk(TfidfVectorizer().fit(texts[:10]), texts[:2], 3)
+
+
+def test_verbose_reports_each_epoch_and_silent_prints_nothing(cooking, tiny, caplog, capfd):
+    import logging
+
+    texts, labels = cooking
+    with caplog.at_level(logging.INFO, logger="skelias"):
+        ELIASClassifier(**{**tiny, "validation_size": 100, "verbose": 1}).fit(texts[:400], labels[:400])
+    lines = [r.getMessage() for r in caplog.records if r.name == "skelias"]
+    assert any(m.startswith("clustered ") for m in lines)
+    assert [m.split(":")[0] for m in lines if " epoch " in m] == ["stage 1 epoch 1/2", "stage 1 epoch 2/2",
+                                                                  "stage 2 epoch 1/1"]
+    assert all("validation nDCG@5" in m and m.endswith(" s") for m in lines if " epoch " in m)
+    capfd.readouterr()
+    caplog.clear()
+    ELIASClassifier(**tiny).fit(texts[:400], labels[:400])
+    out, err = capfd.readouterr()
+    assert out == "" and err == "" and not [r for r in caplog.records if r.name == "skelias"]

@@ -99,3 +99,28 @@ def test_common_label_space_counts_unknown_test_labels():
         warnings.simplefilter("error")
         Y, idx, _ = to_common_label_space([[1], [2]], np.array([[1, -1], [3, 2]]))
     np.testing.assert_array_equal(idx, [[0, -1], [2, 1]])
+
+
+def test_target_forms_and_what_predict_returns_for_each(cooking):
+    import warnings
+
+    from skelias import KNNLabelClassifier
+    from skelias._labels import target_kind
+
+    texts, labels = cooking
+    single = np.array([row[0] if row else "none" for row in labels[:300]], dtype=object)
+    Y = LabelIndexer().fit_transform(labels[:300])
+    assert [target_kind(y) for y in (Y, Y.toarray(), single, labels[:300], [1, 2])] == [
+        "sparse", "dense", "1d", "collections", "1d"]
+    knn = KNNLabelClassifier(n_neighbors=5)
+    assert knn.fit(texts[:300], single).predict(texts[300:310]).shape == (10,)  # one label per row
+    assert sp.issparse(knn.fit(texts[:300], Y).predict(texts[300:310]))
+    dense = knn.fit(texts[:300], Y.toarray()).predict(texts[300:310])
+    assert isinstance(dense, np.ndarray) and dense.shape == (10, Y.shape[1])
+    assert isinstance(knn.fit(texts[:300], labels[:300]).predict(texts[300:310])[0], list)
+    with pytest.raises(ValueError, match="Unknown label type"):
+        LabelIndexer().fit(np.array([0.5, 1.25, 2.0]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        column = knn.fit(texts[:300], single[:, None]).predict(texts[300:310])
+    assert column.shape == (10,) and any("column-vector" in str(w.message) for w in caught)

@@ -31,11 +31,9 @@ def test_fit_predict_shapes_and_consistency(cooking):
     S = clf.decision_function(texts[1200:])
     assert sp.isspmatrix_csr(S) and S.shape == (300, len(clf.classes_))
     P = clf.predict(texts[1200:])
-    assert P.shape == S.shape and np.all(P.sum(axis=1) <= 3)
+    assert len(P) == 300 and all(len(row) <= 3 for row in P)
     # predict = top-3 of decision_function = first 3 of predict_topk
-    li = clf.label_indexer_
-    row_best = [set(li.inverse_transform(P[i].indices)) for i in range(20)]
-    assert row_best == [{n for n in names[i, :3] if n is not None} for i in range(20)]
+    assert P[:20] == [[n for n in names[i, :3] if n is not None] for i in range(20)]
     assert 0.2 < clf.score(texts[1200:], labels[1200:]) <= 1.0
 
 
@@ -150,4 +148,4 @@ def test_scorer_uses_decision_function_of_plain_sklearn_models():
 
 
 def test_sklearn_estimator_checks(estimator_checks):
-    estimator_checks(KNNLabelClassifier(n_neighbors=3), min_passed=35)
+    estimator_checks(KNNLabelClassifier(n_neighbors=3))

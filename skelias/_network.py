@@ -150,7 +150,7 @@ class ELIASNetwork(nn.Module):
         return torch.bmm(w, emb.unsqueeze(-1)).squeeze(-1) + self.label_bias[safe]
 
     # ------------------------------------------------------------------ forward
-    def forward(self, batch, gold_parents=None, gold_labels=None, shortlist_size=None, top_k=None, beam_size=None):
+    def forward(self, batch, gold_parents=None, gold_labels=None, shortlist_size=None, beam_size=None):
         """Eq. 1–6 and the label classifiers.
 
         Parameters
@@ -165,10 +165,6 @@ class ELIASNetwork(nn.Module):
             K for this call; default ``shortlist_size``.
         beam_size : int, optional
             b for this call (capped at C); default ``beam_size``.
-        top_k : int, optional
-            Prediction only: the caller needs the ``top_k`` best labels by p = σ(z)·ŷ, so small batches
-            score the shortlist by descending ŷ and stop once no unscored label can enter the top
-            ``top_k`` (:meth:`scored_prefix`). The returned arrays then cover the scored labels only.
 
         Returns
         -------
@@ -216,37 +212,8 @@ class ELIASNetwork(nn.Module):
                 out["gold_log_shortlist"] = g.masked_fill((gold_labels >= L) | (par >= self.n_clusters), NEG_INF)
             elif gold_labels is not None:
                 out["gold_log_shortlist"] = _lookup(labels, log_path, gold_labels, L)
-        if top_k is not None and gold_labels is None and not self.training and top_lab.numel() < L:
-            top_lab, top_lp, logits = self.scored_prefix(emb, top_lab, top_lp, top_k)
-        else:
-            logits = self.label_logits(emb, top_lab)
-        out.update(labels=top_lab, log_shortlist=top_lp, logits=logits)
+        out.update(labels=top_lab, log_shortlist=top_lp, logits=self.label_logits(emb, top_lab))
         return out
-
-    def scored_prefix(self, emb, labels, log_y, k, first=256):
-        """Score the shortlist by descending ŷ until no unscored label can enter the top ``k`` (exact).
-
-        Since log σ(z) ≤ 0, a label's final log p = log σ(z) + log ŷ is at most its log ŷ: once the next
-        unscored ŷ of every row is below that row's k-th best log p, the top k are final.
-
-        Returns
-        -------
-        labels, log_y, logits : Tensors of shape (N, c), the scored prefix (c ≤ K)
-        """
-        order = torch.argsort(log_y, dim=1, descending=True)
-        log_y, labels = torch.gather(log_y, 1, order), torch.gather(labels, 1, order)
-        K = labels.shape[1]
-        c = min(K, max(2 * k, first))
-        logits = self.label_logits(emb, labels[:, :c])
-        while c < K:
-            log_p = nn.functional.logsigmoid(logits) + log_y[:, :c]
-            kth = torch.topk(log_p, min(k, c), dim=1).values[:, -1]
-            if bool((log_y[:, c] < kth).all()):
-                break
-            nxt = min(K, 2 * c)
-            logits = torch.cat([logits, self.label_logits(emb, labels[:, c:nxt])], dim=1)
-            c = nxt
-        return labels[:, :c], log_y[:, :c], logits
 
     @property
     def is_one_vs_all(self):

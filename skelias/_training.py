@@ -430,7 +430,7 @@ def predict_topk_scores(net, X, *, make_batch, k, batch_size, device, use_amp=Fa
     for start in range(0, X.shape[0], batch_size):
         xb = make_batch(X if X.shape[0] <= batch_size else X[start : start + batch_size], device)
         with _autocast(use_amp):
-            out = net(xb, top_k=k, beam_size=beam_size, shortlist_size=shortlist_size)
+            out = net(xb, beam_size=beam_size, shortlist_size=shortlist_size)
         log_p = torch.nn.functional.logsigmoid(out["logits"].float()) + out["log_shortlist"]
         top, pos = torch.topk(log_p, min(k, log_p.shape[1]), dim=1)
         if bool(torch.isnan(top).any()):

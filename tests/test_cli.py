@@ -1,5 +1,6 @@
 """The command line (skelias.cli): train, predict and evaluate on text and sparse data."""
 
+import itertools
 import json
 import subprocess
 import sys
@@ -21,7 +22,7 @@ def test_train_predict_evaluate_on_the_embedded_data(tmp_path, capsys, monkeypat
     assert main(["predict", "model", "q.txt", "--k", "3"]) == 0
     rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
     assert [r[:2] for r in rows] == [["0", "1"], ["0", "2"], ["0", "3"], ["1", "1"], ["1", "2"], ["1", "3"]]
-    assert all(float(r[3]) >= float(s[3]) for r, s in zip(rows, rows[1:]) if r[0] == s[0])
+    assert all(float(r[3]) >= float(s[3]) for r, s in itertools.pairwise(rows) if r[0] == s[0])
     assert main(["predict", "model", "q.txt", "--k", "2", "--format", "jsonl"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [d["row"] for d in lines] == [0, 1] and all(len(d["labels"]) == 2 for d in lines)

@@ -366,7 +366,7 @@ def test_predict_topk_reaches_through_pipelines_and_searches(cooking, tiny):
     pipe = make_pipeline(TfidfVectorizer(min_df=2), ELIASClassifier(**{**tiny, "n_epochs_stage2": 0}))
     grid = GridSearchCV(pipe, {"eliasclassifier__beam_size": [2, 4]}, scoring=precision_at_k_scorer(1), cv=2)
     grid.fit(texts[:600], labels[:600])
-    names, scores = skelias.predict_topk(grid, texts[600:610], 3)
+    names, _scores = skelias.predict_topk(grid, texts[600:610], 3)
     best = grid.best_estimator_
     expected = best[-1].predict_topk(best[0].transform(texts[600:610]), 3)
     np.testing.assert_array_equal(names, expected[0])

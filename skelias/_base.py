@@ -151,7 +151,7 @@ class TopKOutputMixin:
     ``label_indexer_``, ``classes_`` and ``_fitted_on_matrix`` in ``fit``.
     """
 
-    def predict_topk(self, X, k=None, *, as_csr=False, **predict_params):
+    def predict_topk(self, X, k: int | None = None, *, as_csr: bool = False, **predict_params):
         """Top-``k`` labels and their scores per row.
 
         Parameters
@@ -187,7 +187,7 @@ class TopKOutputMixin:
             return idx, scores
         return self.label_indexer_.inverse_transform(idx), scores
 
-    def predict_proba(self, X):
+    def predict_proba(self, X) -> np.ndarray | sp.csr_matrix:
         """Scores of each row's scored labels, (n_samples, n_labels) float32; 0 outside its candidates.
 
         A CSR matrix when fitted on label collections or a sparse indicator (a dense array would not fit
@@ -202,7 +202,7 @@ class TopKOutputMixin:
                           dtype=np.float32)
         return S.toarray() if getattr(self, "_y_kind", "sparse") in ("1d", "dense") else S
 
-    def decision_function(self, X):
+    def decision_function(self, X) -> np.ndarray | sp.csr_matrix:
         """Same as :meth:`predict_proba` (scores are in [0, 1] but not calibrated probabilities)."""
         return self.predict_proba(X)
 
@@ -229,7 +229,7 @@ class TopKOutputMixin:
         keep = idx >= 0
         return [list(row) for row in np.split(classes[idx[keep]], np.cumsum(keep.sum(axis=1))[:-1])]
 
-    def score(self, X, y):
+    def score(self, X, y) -> float:
         """Precision@1 on (X, y); labels unknown to the model count as misses."""
         from .metrics import precision_at_k_scorer
 
@@ -245,7 +245,7 @@ class TopKOutputMixin:
         return tags
 
 
-def predict_topk(estimator, X, k=5, **kwargs):
+def predict_topk(estimator, X, k: int = 5, **kwargs) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` labels and scores of any fitted skelias model, also inside a ``Pipeline`` or a search.
 
     Parameters

@@ -129,7 +129,7 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         p = np.where(idx >= 0, p, 0.0).astype(np.float32)
         return idx, p, p
 
-    def fit(self, X, y):
+    def fit(self, X, y) -> ScoreCalibrator:
         """Fit the wrapped estimator on a training split and the tree on the validation split.
 
         Parameters

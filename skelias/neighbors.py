@@ -77,7 +77,7 @@ class KNNLabelClassifier(TopKOutputMixin, BaseEstimator):
     def _vectorize(self, kind, X):
         return normalize(sp.csr_matrix(apply_vectorizer(kind, X, self.vectorizer_), dtype=np.float32))
 
-    def fit(self, X, y):
+    def fit(self, X, y) -> KNNLabelClassifier:
         """Store the normalised training documents and their labels.
 
         Parameters

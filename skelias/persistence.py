@@ -276,7 +276,7 @@ def _model_card(estimator, metrics, versions):
     return "\n".join(lines)
 
 
-def save(estimator, path, *, metrics=None):
+def save(estimator, path: str | os.PathLike, *, metrics: dict | None = None) -> Path:
     """Save a fitted skelias model (or a nesting of them) as a self-contained directory, without pickle.
 
     Every tensor and array is stored in safetensors, the rest in JSON; a pretrained transformer used by the
@@ -371,7 +371,7 @@ def _read_manifest(path):
     return manifest
 
 
-def load(path, device=None):
+def load(path: str | os.PathLike, device: str | None = None):
     """Load a model directory written by :func:`save`; every file's SHA-256 is checked first.
 
     Parameters

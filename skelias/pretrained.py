@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 __all__ = ["EmbeddingCache", "PretrainedFiles", "PretrainedTextEmbedder", "export_pretrained", "load_pretrained",
-           "materialize_pretrained", "pool", "resolve_pretrained_path"]
+           "materialize_pretrained", "model_pooling", "pool", "resolve_pretrained_path"]
 
 _MINILM_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm"}
 
@@ -47,7 +47,34 @@ def resolve_pretrained_path(name):
     return name
 
 
-def load_pretrained(model, verbose=False):
+def model_pooling(model):
+    """The pooling a sentence-transformers model was trained with (its ``1_Pooling/config.json``); "mean" otherwise.
+
+    Parameters
+    ----------
+    model : str or path
+        Local model directory (or an offline-resolvable name, or "all-MiniLM-L6-v2").
+
+    Returns
+    -------
+    {"mean", "cls"}
+    """
+    import json
+
+    try:
+        path = Path(resolve_pretrained_path(model))
+    except ValueError:
+        return "mean"
+    config = path / "1_Pooling" / "config.json"
+    if not config.is_file():
+        return "mean"
+    settings = json.loads(config.read_text())
+    if settings.get("pooling_mode_cls_token") and not settings.get("pooling_mode_mean_tokens"):
+        return "cls"
+    return "mean"
+
+
+def load_pretrained(model, verbose=False, download=False):
     """Tokenizer and ``AutoModel`` of a pretrained transformer, loaded offline.
 
     Parameters
@@ -56,11 +83,13 @@ def load_pretrained(model, verbose=False):
         Local model directory (or an offline-resolvable name, or "all-MiniLM-L6-v2").
     verbose : bool, default=False
         Let ``transformers`` show its loading progress bars.
+    download : bool, default=False
+        Allow ``transformers`` to download a Hugging Face Hub id that is not in the local cache.
 
     Raises
     ------
     ValueError
-        If the model cannot be loaded without a download.
+        If the model cannot be loaded (without a download, unless ``download``).
     """
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -70,11 +99,12 @@ def load_pretrained(model, verbose=False):
     if not verbose:
         hf_logging.disable_progress_bar()
     try:
-        return (AutoTokenizer.from_pretrained(path, local_files_only=True),
-                AutoModel.from_pretrained(path, local_files_only=True))
+        return (AutoTokenizer.from_pretrained(path, local_files_only=not download),
+                AutoModel.from_pretrained(path, local_files_only=not download))
     except (OSError, ValueError) as exc:
+        how = "" if download else " offline (pretrained_download=True allows a download)"
         raise ValueError(
-            f"could not load the pretrained model {model!r} offline: {exc}. Pass a local model directory."
+            f"could not load the pretrained model {model!r}{how}: {exc}. Pass a local model directory."
         ) from None
     finally:
         if bars:
@@ -153,18 +183,24 @@ class PretrainedTextEmbedder:
         Tokens per text (title + start of the abstract for long documents).
     batch_size : int, default=64
         Texts per forward pass.
-    pooling : {"mean", "cls"}, default="mean"
-        Mask-weighted mean of the token states, or the first (CLS) token's state.
+    pooling : {"mean", "cls", "auto"}, default="mean"
+        Mask-weighted mean of the token states, or the first (CLS) token's state; ``"auto"``: the model's
+        own (:func:`model_pooling`).
     device : torch.device or str, default="cpu"
         Where the transformer runs.
     verbose : bool, default=False
         Progress bar over batches.
+    download : bool, default=False
+        Allow downloading a Hugging Face Hub id that is not in the local cache.
     """
 
-    def __init__(self, model, max_length=64, batch_size=64, pooling="mean", device="cpu", verbose=False):
+    def __init__(self, model, max_length=64, batch_size=64, pooling="mean", device="cpu", verbose=False,
+                 download=False):
+        if pooling == "auto":
+            pooling = model_pooling(model)
         if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be 'mean' or 'cls'; got {pooling!r}.")
-        self.tokenizer, self.model = load_pretrained(model, verbose=verbose)
+            raise ValueError(f"pooling must be 'mean', 'cls' or 'auto'; got {pooling!r}.")
+        self.tokenizer, self.model = load_pretrained(model, verbose=verbose, download=download)
         self.model.eval().to(device)
         self.device = torch.device(device)
         self.max_length, self.batch_size, self.pooling, self.verbose = max_length, batch_size, pooling, verbose
@@ -188,55 +224,102 @@ class PretrainedTextEmbedder:
 
 
 class EmbeddingCache:
-    """A per-text disk cache of frozen embeddings: any subset of cached texts is a hit.
+    """A per-text disk cache of frozen embeddings that concurrent processes can share.
 
-    Texts are keyed by a 64-bit BLAKE2 hash; one ``.npz`` file per (model, settings) key
-    holds the sorted hashes and their embeddings. Cross-validation folds, refits and
-    re-rankers on the same corpus then never re-run the transformer.
+    Texts are keyed by a 64-bit BLAKE2 hash and spread over 256 buckets by the hash's top byte. A call
+    reads only the buckets of its texts and writes the embeddings it computed as new shard files (written
+    aside and renamed), so concurrent writers never overwrite each other and nothing is lost. A bucket
+    holding more than ``max_shards`` files is merged into one; a shard is removed only after the merged
+    file that holds its entries is in place.
 
     Parameters
     ----------
     directory : str or path
+        Where the cache lives (a sub-folder per ``key``).
     key : str
         Identifies the model and its settings (path, max length, pooling).
+    max_shards : int, default=16
+        Shard files per bucket before they are merged.
     """
 
-    def __init__(self, directory, key):
-        import hashlib
-
+    def __init__(self, directory, key, max_shards=16):
         os.makedirs(directory, exist_ok=True)
         digest = hashlib.blake2b(key.encode(), digest_size=8).hexdigest()
-        self.path = os.path.join(os.fspath(directory), f"skelias-embeddings-{digest}.npz")
+        self.root = Path(directory) / f"skelias-embeddings-{digest}"
+        self.legacy = Path(directory) / f"skelias-embeddings-{digest}.npz"  # the former single-file layout
+        self.max_shards = max_shards
 
     @staticmethod
     def hashes(texts):
-        import hashlib
-
+        """64-bit BLAKE2 hashes of ``texts`` (uint64)."""
         return np.array([int.from_bytes(hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
                                         "little") for t in texts], dtype=np.uint64)
 
-    def _load(self):
-        if not os.path.exists(self.path):
-            return np.zeros(0, np.uint64), None
-        with np.load(self.path) as f:
-            return f["hashes"], f["embeddings"]
+    @staticmethod
+    def _read(files):
+        keys, embs = [np.zeros(0, np.uint64)], []
+        for f in files:
+            try:
+                with np.load(f) as data:
+                    keys.append(data["hashes"])
+                    embs.append(data["embeddings"])
+            except FileNotFoundError:  # merged away by another process meanwhile: its entries are elsewhere
+                continue
+        return np.concatenate(keys), (np.vstack(embs) if embs else None)
+
+    def _bucket_files(self, bucket):
+        folder = self.root / f"{bucket:02x}"
+        return sorted(folder.glob("*.npz")) if folder.is_dir() else []
+
+    def _write(self, bucket, keys, emb):
+        folder = self.root / f"{bucket:02x}"
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, hashes=keys, embeddings=emb)
+        name = folder / f"{hashlib.blake2b(keys.tobytes(), digest_size=8).hexdigest()}-{os.getpid()}.npz"
+        os.replace(tmp, name)
+        return name
+
+    def _merge(self, bucket):
+        files = self._bucket_files(bucket)
+        if len(files) <= self.max_shards:
+            return
+        keys, emb = self._read(files)
+        keys, first = np.unique(keys, return_index=True)
+        merged = self._write(bucket, keys, emb[first])
+        for f in files:
+            if f != merged:
+                f.unlink(missing_ok=True)
 
     def embed(self, texts, embed_fn):
-        """Embeddings of ``texts``; ``embed_fn(list_of_texts)`` computes the ones not cached yet."""
+        """Embeddings of ``texts`` (ndarray (n, p) float32); ``embed_fn(list_of_texts)`` computes the missing ones."""
         h = self.hashes(texts)
-        keys, emb = self._load()
+        buckets = (h >> np.uint64(56)).astype(np.int64)
+        legacy = self._read([self.legacy]) if self.legacy.is_file() else (np.zeros(0, np.uint64), None)
+        keys, embs = [legacy[0]], [] if legacy[1] is None else [legacy[1]]
+        for b in np.unique(buckets):
+            k, e = self._read(self._bucket_files(int(b)))
+            if e is not None:
+                keys.append(k)
+                embs.append(e)
+        keys = np.concatenate(keys)
+        emb = np.vstack(embs) if embs else None
+        order = np.argsort(keys, kind="stable")
+        keys = keys[order]
         pos = np.minimum(np.searchsorted(keys, h), max(keys.size - 1, 0))
         hit = (keys[pos] == h) if keys.size else np.zeros(h.size, bool)
         miss = np.flatnonzero(~hit)
+        out = None if emb is None else emb[order][pos]
         if miss.size:
             uniq, first = np.unique(h[miss], return_index=True)
             new = np.asarray(embed_fn([texts[i] for i in miss[first]]), dtype=np.float32)
-            all_keys = np.concatenate([keys, uniq])
-            all_emb = new if emb is None else np.vstack([emb, new])
-            order = np.argsort(all_keys, kind="stable")
-            keys, emb = all_keys[order], all_emb[order]
-            tmp = self.path + f".{os.getpid()}.tmp.npz"
-            np.savez(tmp, hashes=keys, embeddings=emb)
-            os.replace(tmp, self.path)
-            pos = np.searchsorted(keys, h)
-        return emb[pos]
+            if out is None:
+                out = np.zeros((h.size, new.shape[1]), dtype=np.float32)
+            out[miss] = new[np.searchsorted(uniq, h[miss])]
+            new_buckets = (uniq >> np.uint64(56)).astype(np.int64)
+            for b in np.unique(new_buckets):
+                sel = new_buckets == b
+                self._write(int(b), uniq[sel], new[sel])
+                self._merge(int(b))
+        return out

@@ -232,7 +232,7 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
             self._n_bow = bow.shape[1]
         return bow
 
-    def fit(self, X, y):
+    def fit(self, X, y) -> SparseReranker:
         """Fit the base model (unless frozen), then one sparse classifier per label.
 
         The base model's top ``n_candidates`` on the training rows are the hard negatives (Eq. 17).

@@ -138,3 +138,63 @@ def test_hybrid_finetuning_trains_the_transformer_and_roundtrips(tiny_bert, tmp_
     np.testing.assert_allclose(scores, s2, rtol=1e-5)
     with pytest.raises(ValueError, match="finetune_pretrained"):
         ELIASClassifier(pretrained_model=tiny_bert, finetune_pretrained="yes").fit(texts[:10], labels[:10])
+
+
+CACHE_WRITER = """
+import sys
+import numpy as np
+from skelias.pretrained import EmbeddingCache
+
+directory, start = sys.argv[1], int(sys.argv[2])
+cache = EmbeddingCache(directory, "model|16|mean", max_shards=2)
+fake = lambda texts: np.array([[len(t), sum(map(ord, t)) % 97] for t in texts], dtype=np.float32)
+for i in range(start, start + 200, 10):  # many small calls: many shards, merges racing the other writer
+    cache.embed([f"text number {j}" for j in range(i, i + 10)], fake)
+"""
+
+
+def test_embedding_cache_keeps_every_entry_under_concurrent_writers(tmp_path):
+    import subprocess
+    import sys
+
+    from skelias.pretrained import EmbeddingCache
+
+    script = tmp_path / "writer.py"
+    script.write_text(CACHE_WRITER)
+    procs = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "cache"), str(start)])
+             for start in (0, 200)]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    calls = []
+    cache = EmbeddingCache(tmp_path / "cache", "model|16|mean")
+    texts = [f"text number {j}" for j in range(400)]
+    got = cache.embed(texts, lambda t: calls.append(t) or np.zeros((len(t), 2), np.float32))
+    assert calls == []  # all 400 written by the two processes are there
+    np.testing.assert_array_equal(got[:, 0], [len(t) for t in texts])
+    again = cache.embed(texts[:5] + ["a new text"], lambda t: np.ones((len(t), 2), np.float32))
+    np.testing.assert_array_equal(again[-1], [1, 1])
+    np.testing.assert_array_equal(again[:5], got[:5])
+
+
+def test_pooling_follows_the_sentence_transformers_config(tiny_bert, tmp_path, cooking):
+    import json
+    import shutil
+
+    from skelias.pretrained import model_pooling
+
+    assert model_pooling(tiny_bert) == "mean"  # no pooling config: mean
+    cls_model = tmp_path / "cls-model"
+    shutil.copytree(tiny_bert, cls_model)
+    (cls_model / "1_Pooling").mkdir()
+    (cls_model / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True,
+                                                                     "pooling_mode_mean_tokens": False}))
+    assert model_pooling(cls_model) == "cls"
+    texts, labels = cooking
+    kw = dict(pretrained_max_length=16, embed_dim=16, n_epochs_stage1=1, n_epochs_stage2=0, shortlist_size=100,
+              max_leaf_size=50, random_state=0)
+    auto = ELIASClassifier(pretrained_model=str(cls_model), **kw).fit(texts[:200], labels[:200])
+    assert auto.pretrained_pooling_ == "cls"
+    forced = ELIASClassifier(pretrained_model=str(cls_model), pretrained_pooling="mean", **kw).fit(texts[:200],
+                                                                                                   labels[:200])
+    assert forced.pretrained_pooling_ == "mean"
+    with pytest.raises(ValueError, match="pretrained_download=True allows a download"):
+        PretrainedTextEmbedder("no-such-org/no-such-model")

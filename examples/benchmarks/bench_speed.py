@@ -38,7 +38,7 @@ from skelias import ELIASClassifier, LabelIndexer, ScoreCalibrator, SparseRerank
 from skelias.datasets import load_text_dataset
 
 from ._common import parse_params, peer_tfidf, union_metrics
-from .bench_peers import dir_size
+from .bench_peers import dir_size, run_pecos
 
 
 def _components():
@@ -104,28 +104,32 @@ def saved_mib(model):
 
 
 def pecos_row(Xtr, Ytr, Xte, n_queries):
-    from pecos.xmc import Indexer, LabelEmbeddingFactory  # the bench extra
-    from pecos.xmc.xlinear.model import XLinearModel
-
-    t0 = time.perf_counter()
-    chain = Indexer.gen(LabelEmbeddingFactory.create(Ytr, Xtr, method="pifa"), indexer_type="hierarchicalkmeans",
-                        threads=2)
-    model = XLinearModel.train(Xtr, Ytr, C=chain, threads=2)
-    fit_s = time.perf_counter() - t0
+    """PECOS XR-Linear with its defaults, as the peer benchmark runs it (bench_peers.run_pecos)."""
     with tempfile.TemporaryDirectory() as tmp:
-        model.save(os.path.join(tmp, "pecos"))
-        mib = dir_size(os.path.join(tmp, "pecos")) / 2**20
-        model = XLinearModel.load(os.path.join(tmp, "pecos"), is_predict_only=True)
-    t0 = time.perf_counter()
-    P = model.predict(Xte, only_topk=100, threads=2)
-    batch_s = time.perf_counter() - t0
-    lat = []
-    for i in range(min(n_queries, Xte.shape[0])):
-        t = time.perf_counter()
-        model.predict(Xte[i], only_topk=10, threads=1)
-        lat.append(time.perf_counter() - t)
+        P, fit_s, batch_s, lat, size = run_pecos(Xtr, Ytr, Xte, 100, tmp, n_queries)
     return P, {"fit_s": fit_s, "batch_s": batch_s, "p50_ms": 1000 * np.median(lat),
-               "p99_ms": 1000 * np.percentile(lat, 99), "model_mb": mib}
+               "p99_ms": 1000 * np.percentile(lat, 99), "model_mb": size / 2**20}
+
+
+def speed_table(rows):
+    """The run as a results file for :mod:`examples.benchmarks.tables` (columns, then rows with ratios to PECOS)."""
+    columns = [["model", "model", "{}"], ["fit_s", "fit s", "{:.0f}"], ["fit_x", "× PECOS", "{:.1f}"],
+               ["batch_s", "batch top-100 s", "{:.2f}"], ["batch_x", "× PECOS", "{:.2f}"],
+               ["p50_ms", "p50 ms", "{:.2f}"], ["p50_x", "× PECOS", "{:.2f}"], ["p99_ms", "p99 ms", "{:.2f}"],
+               ["p99_x", "× PECOS", "{:.2f}"], ["model_mb", "MiB", "{:.1f}"], ["mb_x", "× PECOS", "{:.1f}"],
+               ["P@1", "P@1 %", "{:.2f}"], ["PSP@5", "PSP@5 %", "{:.2f}"], ["R@100", "R@100 %", "{:.2f}"]]
+    pecos = next((r for r in rows if r["model"] == "PECOS XR-Linear"), None)
+    out = []
+    for r in rows:
+        row = {k: r[k] for k in ("model", "fit_s", "batch_s", "p50_ms", "p99_ms", "model_mb")}
+        row.update({m: 100 * r[m] for m in ("P@1", "PSP@5", "R@100")})
+        if pecos:
+            row.update({x: r[k] / pecos[k] for x, k in (("fit_x", "fit_s"), ("batch_x", "batch_s"), ("p50_x", "p50_ms"),
+                                                        ("p99_x", "p99_ms"), ("mb_x", "model_mb"))})
+        if "profile_ms" in r:
+            row["profile_ms"] = r["profile_ms"]
+        out.append(row)
+    return {"columns": columns, "rows": out}
 
 
 def main():
@@ -227,7 +231,7 @@ def main():
             print(f"profile of one query, {r['model']}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in r["profile_ms"].items()))
     if args.out:
         with open(args.out, "w") as fh:
-            json.dump(rows, fh, indent=1)
+            json.dump(speed_table(rows), fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -269,12 +269,13 @@ class EmbeddingCache:
 
     def _bucket_files(self, bucket):
         folder = self.root / f"{bucket:02x}"
-        return sorted(folder.glob("*.npz")) if folder.is_dir() else []
+        # shard files only: files being written are hidden (".tmp-*") until renamed
+        return sorted(f for f in folder.glob("*.npz") if not f.name.startswith(".")) if folder.is_dir() else []
 
     def _write(self, bucket, keys, emb):
         folder = self.root / f"{bucket:02x}"
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=folder)
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, hashes=keys, embeddings=emb)
         name = folder / f"{hashlib.blake2b(keys.tobytes(), digest_size=8).hexdigest()}-{os.getpid()}.npz"
@@ -286,6 +287,8 @@ class EmbeddingCache:
         if len(files) <= self.max_shards:
             return
         keys, emb = self._read(files)
+        if emb is None:  # merged away by another process meanwhile
+            return
         keys, first = np.unique(keys, return_index=True)
         merged = self._write(bucket, keys, emb[first])
         for f in files:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import scipy.sparse as sp
 from sklearn.exceptions import NotFittedError
@@ -46,10 +44,10 @@ def _fitted_state(estimator):
 
 
 def fit_aside(estimator, fit, *args, **kwargs):
-    """Run ``fit(new, *args, **kwargs)`` on a shallow copy; replace ``estimator``'s fitted state only if it returns.
+    """Run ``fit(new, *args, **kwargs)`` on a fresh instance; replace ``estimator``'s fitted state only if it returns.
 
     A fit that raises, or is interrupted (``KeyboardInterrupt``), leaves a previously fitted estimator exactly
-    as it was. Parameters and configuration (e.g. metadata requests) are shared with the copy, so a
+    as it was. Parameters and configuration (e.g. metadata requests) are shared with the new instance, so a
     ``RandomState`` given as ``random_state`` is consumed as usual; the fitted state is the attributes whose
     names end with "_" and the private ones in ``_PRIVATE_FITTED``.
 
@@ -63,9 +61,9 @@ def fit_aside(estimator, fit, *args, **kwargs):
     -------
     estimator
     """
-    new = copy.copy(estimator)
-    for name in _fitted_state(new):
-        delattr(new, name)
+    fitted = _fitted_state(estimator)
+    new = object.__new__(type(estimator))  # parameters and configuration only: no copy of the fitted state
+    vars(new).update({k: v for k, v in vars(estimator).items() if k not in fitted})
     fit(new, *args, **kwargs)
     for name in _fitted_state(estimator):
         delattr(estimator, name)

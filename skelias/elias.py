@@ -289,8 +289,8 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
     }
 
     def __init__(self, encoder="tfidf", vectorizer=None, pretrained_model=None, pretrained_max_length=64,
-                 pretrained_pooling="auto", pretrained_download=False, pretrained_scale="auto", finetune_pretrained="auto", lr_pretrained=None, embed_dim=512, dropout=0.2,
-                 n_clusters=None, max_leaf_size=100, alpha=10.0, beta=150.0, kappa=None, beam_size=20,
+                 pretrained_pooling="auto", pretrained_download=False, pretrained_scale="auto",
+                 finetune_pretrained="auto", lr_pretrained=None, embed_dim=512, dropout=0.2, n_clusters=None, max_leaf_size=100, alpha=10.0, beta=150.0, kappa=None, beam_size=20,
                  shortlist_size=2000, loss_lambda=0.05, n_epochs_stage1=10, n_epochs_stage2=10, batch_size=256,
                  lr=0.01, lr_encoder=None, stage2_lr_factor=0.1, lr_adjacency=None, adjacency_init="tree",
                  weight_decay="auto", embedding_optimizer="adamw", warmup=0.1, accumulation_steps=1,

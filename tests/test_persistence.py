@@ -10,6 +10,7 @@ import joblib
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import make_pipeline
@@ -185,3 +186,19 @@ def test_hybrid_model_needs_nothing_outside_its_directory_or_pickle(tiny_bert, c
         labels_, scores = loaded.predict_topk(texts[400:440], 5)
         np.testing.assert_array_equal(labels_, expected[0])
         np.testing.assert_allclose(scores, expected[1], rtol=1e-6)
+
+
+def test_float16_storage_halves_the_network_and_keeps_the_rankings(elias_base, cooking, tmp_path):
+    texts, _ = cooking
+    full = skelias.save(elias_base, tmp_path / "f32")
+    half = skelias.save(elias_base, tmp_path / "f16", float16=True)
+
+    tensors = [(p / "tensors.safetensors").stat().st_size for p in (full, half)]
+    assert tensors[1] < 0.65 * tensors[0]  # float weights halved; the index (int64) stays
+    assert json.loads((half / "manifest.json").read_text())["float16"] is True
+    loaded = skelias.load(half)
+    assert all(p.dtype == torch.float32 for p in loaded.network_.parameters())  # float32 again once loaded
+    a, sa = elias_base.predict_topk(texts[1200:1400], 10)
+    b, sb = loaded.predict_topk(texts[1200:1400], 10)
+    assert np.mean(a[:, 0] == b[:, 0]) >= 0.97
+    np.testing.assert_allclose(np.nan_to_num(sb, neginf=0), np.nan_to_num(sa, neginf=0), atol=5e-3)

@@ -16,6 +16,7 @@ import joblib
 import numpy as np
 import scipy.sparse as sp
 from joblib import Parallel, delayed
+from sklearn.utils import check_random_state
 from tqdm.auto import tqdm
 
 logger = logging.getLogger("skelias")
@@ -109,7 +110,7 @@ def _row_index(nnz_row):
     return np.repeat(np.arange(nnz_row.size), nnz_row)
 
 
-def _solve_chunk(X, R, labels, param_str, bias, threshold, n_dense, remap):
+def _solve_chunk(X, R, labels, param_str, bias, threshold, n_dense, remap, seed=None):
     ll, util = _liblinear()
     P = _problems(X, R, labels, bias, n_dense, remap)
     nodes, node_ptr, row_ptr, target = P["nodes"], P["node_ptr"], P["row_ptr"], P["target"]
@@ -135,6 +136,8 @@ def _solve_chunk(X, R, labels, param_str, bias, threshold, n_dense, remap):
         prob.x = (ctypes.POINTER(ll.feature_node) * prob.l)()
         ptrs = np.ctypeslib.as_array(ctypes.cast(prob.x, ctypes.POINTER(ctypes.c_uint64)), (prob.l,))
         ptrs[:] = base + node_ptr[a:b] * size
+        if seed is not None:  # the dual solvers draw from the C library's rand(): one seed per label
+            _seed_c_rand((seed + int(label)) & 0x7FFFFFFF)
         model = util.train(prob, param)
         n_feat = model.get_nr_feature()
         w = np.ctypeslib.as_array(model.w, (n_feat + (1 if bias >= 0 else 0),)).copy()
@@ -212,17 +215,22 @@ def train_label_classifiers(X, Y, candidates, *, C=1.0, loss="squared_hinge", bi
     R.sort_indices()
     R.eliminate_zeros()
     param_str = f"-s {LOSSES[loss]} -c {float(C)!r} -e {float(tol)!r} -B {float(bias)!r} -q"
+    seed = None
     if random_state is not None:
-        _seed_c_rand(np.random.RandomState(random_state).randint(2**31 - 1) if not isinstance(random_state, int)
-                     else random_state)
+        seed = int(random_state) if isinstance(random_state, (int, np.integer)) else int(
+            check_random_state(random_state).randint(2**31 - 1))
     row_nnz = np.diff(X.indptr).astype(np.int64)
     total = int(row_nnz[R.indices].sum())
     n_threads = max(1, joblib.effective_n_jobs(n_jobs))
     # several chunks per thread so that threads stay busy, each bounded in memory
     chunks = _chunks(R, max(1_000_000, min(chunk_nnz, total // (4 * n_threads) + 1)), row_nnz)
     logger.info("sparse ranker: %d labels, %d training pairs, %d chunks", L, R.nnz, len(chunks))
-    jobs = (delayed(_solve_chunk)(X, R, ch, param_str, bias, weight_threshold, n_dense, remap_columns) for ch in chunks)
-    results = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")(jobs)
+    jobs = (delayed(_solve_chunk)(X, R, ch, param_str, bias, weight_threshold, n_dense, remap_columns, seed)
+            for ch in chunks)
+    # seeded fits run their chunks in processes: rand() is process-wide, so threads would interleave their draws;
+    # with one seed per label the weights do not depend on n_jobs, the chunking or the joblib backend
+    prefer = "processes" if seed is not None and n_threads > 1 else "threads"
+    results = Parallel(n_jobs=n_jobs, prefer=prefer, return_as="generator")(jobs)
     rows, cols, vals = [], [], []
     intercept = np.zeros(L, dtype=np.float32)
     for r, c, v, labs, icpt in tqdm(results, total=len(chunks), desc="sparse ranker", disable=not verbose, leave=False):

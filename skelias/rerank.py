@@ -152,7 +152,8 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
     n_jobs : int or None, default=None
         Threads for the LIBLINEAR solves (it releases the GIL).
     random_state : int, RandomState or None, default=None
-        Seeds LIBLINEAR's dual solvers (reproducible with ``n_jobs=1``).
+        Seeds LIBLINEAR's dual solvers, one seed per label; seeded fits run their label chunks in processes,
+        so the weights are the same for any ``n_jobs`` or joblib backend.
     verbose : int, default=0
         > 0: a progress bar over the label chunks.
 

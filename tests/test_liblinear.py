@@ -49,3 +49,23 @@ def test_weight_threshold_prunes_and_labels_without_positives_are_skipped():
     W1, b1 = train_label_classifiers(X, Y, cand, weight_threshold=0.2)
     assert W1.nnz < W0.nnz and np.all(np.abs(W1.data) >= 0.2)
     assert W1[3].nnz == 0 and b1[3] == -1.0
+
+
+def test_seeded_training_is_identical_for_any_n_jobs_and_chunking(monkeypatch):
+    """One C-rand seed per label (and processes when parallel): the weights depend on random_state only."""
+    import skelias._liblinear as lib
+
+    n, D, L = 600, 80, 24
+    X = sp.random(n, D, density=0.1, random_state=1, format="csr", dtype=np.float32)
+    Y = sp.random(n, L, density=0.08, random_state=2, format="csr", dtype=np.float32)
+    Y.data[:] = 1
+    cand = sp.random(n, L, density=0.3, random_state=3, format="csr", dtype=np.float32)
+    kw = dict(loss="squared_hinge", tol=1e-3, random_state=0)
+    W1, b1 = train_label_classifiers(X, Y, cand, n_jobs=1, **kw)
+    W2, b2 = train_label_classifiers(X, Y, cand, n_jobs=2, **kw)
+    one_label_chunks = lambda R, chunk_nnz, row_nnz: [np.array([j]) for j in range(R.shape[1])]  # noqa: E731
+    monkeypatch.setattr(lib, "_chunks", one_label_chunks)
+    W3, b3 = train_label_classifiers(X, Y, cand, n_jobs=2, **kw)
+    for W, b in ((W2, b2), (W3, b3)):
+        assert (W != W1).nnz == 0
+        np.testing.assert_array_equal(b, b1)

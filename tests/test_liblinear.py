@@ -63,7 +63,7 @@ def test_seeded_training_is_identical_for_any_n_jobs_and_chunking(monkeypatch):
     kw = dict(loss="squared_hinge", tol=1e-3, random_state=0)
     W1, b1 = train_label_classifiers(X, Y, cand, n_jobs=1, **kw)
     W2, b2 = train_label_classifiers(X, Y, cand, n_jobs=2, **kw)
-    one_label_chunks = lambda R, chunk_nnz, row_nnz: [np.array([j]) for j in range(R.shape[1])]  # noqa: E731
+    one_label_chunks = lambda R, chunk_nnz, row_nnz: [np.array([j]) for j in range(R.shape[1])]
     monkeypatch.setattr(lib, "_chunks", one_label_chunks)
     W3, b3 = train_label_classifiers(X, Y, cand, n_jobs=2, **kw)
     for W, b in ((W2, b2), (W3, b3)):

@@ -7,17 +7,20 @@ import scipy.sparse as sp
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from ._validation import check_k, check_n_rows, check_X, topk_to_indicator
+from ._validation import check_k, check_n_rows, check_X, topk_to_csr, topk_to_indicator
 
 __all__ = [
     "TopKOutputMixin",
     "base_candidates",
     "check_fit_input",
     "check_y_given",
+    "final_estimator",
     "fit_aside",
     "is_fitted",
     "label_indices",
     "pad_topk",
+    "predict_topk",
+    "require_fitted",
     "store_params",
     "topk_of",
 ]
@@ -34,8 +37,8 @@ def store_params(estimator, init_locals):
 
 
 #: private attributes that ``fit`` sets (besides the public ones ending with "_")
-_PRIVATE_FITTED = frozenset({"_fitted_on_matrix", "_y_kind", "_pretrained_dim", "_pretrained_dir", "_embedder", "_coef_t", "_maps",
-                             "_n_bow"})
+_PRIVATE_FITTED = frozenset({"_fitted_on_matrix", "_y_kind", "_pretrained_dim", "_pretrained_dir", "_embedder",
+                             "_coef_t", "_maps", "_n_bow"})
 
 
 def _fitted_state(estimator):
@@ -177,10 +180,7 @@ class TopKOutputMixin:
         k = min(check_k(self.k if k is None else k), len(self.classes_))
         idx, scores = self._raw_topk(X, k, **predict_params)
         if as_csr:
-            keep = idx >= 0
-            rows = np.repeat(np.arange(idx.shape[0]), idx.shape[1])[keep.ravel()]
-            return sp.csr_matrix((scores[keep], (rows, idx[keep])), shape=(idx.shape[0], len(self.classes_)),
-                                 dtype=np.float32)
+            return topk_to_csr(idx, scores, len(self.classes_))
         if self._fitted_on_matrix:
             return idx, scores
         return self.label_indexer_.inverse_transform(idx), scores
@@ -193,11 +193,7 @@ class TopKOutputMixin:
         scikit-learn classifiers.
         """
         require_fitted(self, "classes_")
-        idx, scores = self._raw_topk(X, min(self._n_scored(), len(self.classes_)))
-        keep = idx >= 0
-        rows = np.repeat(np.arange(idx.shape[0]), idx.shape[1])[keep.ravel()]
-        S = sp.csr_matrix((scores[keep], (rows, idx[keep])), shape=(idx.shape[0], len(self.classes_)),
-                          dtype=np.float32)
+        S = topk_to_csr(*self._raw_topk(X, min(self._n_scored(), len(self.classes_))), len(self.classes_))
         return S.toarray() if getattr(self, "_y_kind", "sparse") in ("1d", "dense") else S
 
     def decision_function(self, X) -> np.ndarray | sp.csr_matrix:
@@ -274,20 +270,29 @@ def predict_topk(estimator, X, k: int = 5, **kwargs) -> tuple[np.ndarray, np.nda
     >>> predict_topk(pipe, ["a glass of red wine"], k=1)[0].tolist()
     [['drink']]
     """
-    while True:
-        if hasattr(estimator, "best_estimator_") and not hasattr(estimator, "predict_topk"):
+    final, Xt = final_estimator(estimator, X)
+    if not hasattr(final, "predict_topk"):
+        raise TypeError(f"{type(final).__name__} has no predict_topk: it is not a skelias model.")
+    return final.predict_topk(Xt, k, **kwargs)
+
+
+def final_estimator(estimator, X):
+    """The estimator that predicts inside a fitted search or ``Pipeline``, and ``X`` as it receives it.
+
+    A search (``best_estimator_``) is replaced by its best estimator and a ``Pipeline`` by its last step,
+    ``X`` going through the other steps' ``transform``; anything with ``predict_topk`` (a
+    ``FrozenEstimator`` delegates it) is returned as it is.
+    """
+    while not hasattr(estimator, "predict_topk"):
+        if hasattr(estimator, "best_estimator_"):
             estimator = estimator.best_estimator_
-        elif hasattr(estimator, "steps") and not hasattr(estimator, "predict_topk"):
+        elif hasattr(estimator, "steps"):
             if len(estimator.steps) > 1:
                 X = estimator[:-1].transform(X)
             estimator = estimator.steps[-1][1]
-        elif not hasattr(estimator, "predict_topk") and hasattr(estimator, "estimator"):  # FrozenEstimator
-            estimator = estimator.estimator
         else:
             break
-    if not hasattr(estimator, "predict_topk"):
-        raise TypeError(f"{type(estimator).__name__} has no predict_topk: it is not a skelias model.")
-    return estimator.predict_topk(X, k, **kwargs)
+    return estimator, X
 
 
 def label_indices(estimator, labels):

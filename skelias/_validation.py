@@ -34,6 +34,7 @@ __all__ = [
     "default_vectorizer",
     "is_text_input",
     "n_validation_rows",
+    "topk_to_csr",
     "topk_to_indicator",
     "validation_size_constraint",
 ]
@@ -188,6 +189,14 @@ def apply_vectorizer(kind, X, vectorizer):
     if vectorizer is not None:
         raise TypeError("This model was fitted on raw texts; pass a list of str, not a feature matrix.")
     return X
+
+
+def topk_to_csr(indices, scores, n_labels):
+    """(n, k) column indices (-1 = padding) and their scores → CSR float32 score matrix (n, n_labels)."""
+    keep = indices >= 0
+    rows = np.repeat(np.arange(indices.shape[0]), indices.shape[1])[keep.ravel()]
+    return sp.csr_matrix((np.asarray(scores, dtype=np.float32)[keep], (rows, indices[keep])),
+                         shape=(indices.shape[0], n_labels), dtype=np.float32)
 
 
 def topk_to_indicator(indices, n_labels):

@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from ._base import pad_topk
+from ._base import final_estimator, pad_topk
 from ._labels import check_label_matrix, is_label_matrix, to_common_label_space
 from ._validation import check_k
 
@@ -450,13 +450,7 @@ _METRICS = {
 
 def _predict_topk(estimator, X, k):
     """(labels, scores) of shape (n, k) from any estimator exposing top-k or score outputs."""
-    from sklearn.pipeline import Pipeline
-
-    final, Xt = estimator, X
-    if isinstance(estimator, Pipeline) and not hasattr(estimator, "predict_topk"):
-        if len(estimator.steps) > 1:
-            Xt = estimator[:-1].transform(X)
-        final = estimator[-1]
+    final, Xt = final_estimator(estimator, X)
     if hasattr(final, "predict_topk"):
         labels, scores = final.predict_topk(Xt, k)
         return np.asarray(labels), np.asarray(scores, dtype=np.float64), False

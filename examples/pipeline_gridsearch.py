@@ -12,7 +12,7 @@ label shortlist size K) with precision@1 on 2 folds, refits the best model and e
 import argparse
 
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.model_selection import GridSearchCV
+from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import make_pipeline
 
 from skelias import ELIASClassifier, precision_at_k_scorer, recall_at_k_scorer
@@ -37,7 +37,7 @@ def main(argv=None):
     grid = {"eliasclassifier__beam_size": [5, 20]}
     if not args.small:
         grid["eliasclassifier__shortlist_size"] = [200, 2000]
-    search = GridSearchCV(pipe, grid, scoring=precision_at_k_scorer(1), cv=2).fit(texts, tags)
+    search = GridSearchCV(pipe, grid, scoring=precision_at_k_scorer(1), cv=KFold(2)).fit(texts, tags)
     print("best parameters:", search.best_params_, f"(cross-validated P@1 {100 * search.best_score_:.2f})")
 
     best = search.best_estimator_

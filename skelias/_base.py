@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 from sklearn.exceptions import NotFittedError
+from sklearn.utils import ClassifierTags
 from sklearn.utils.validation import check_is_fitted
 
+from ._typing import InputLike, PredictOutput, ScoreMatrix, TargetLike, TopKOutput
 from ._validation import check_k, check_n_rows, check_X, topk_to_csr, topk_to_indicator
 
 __all__ = [
@@ -38,7 +39,7 @@ def store_params(estimator, init_locals):
 
 #: private attributes that ``fit`` sets (besides the public ones ending with "_")
 _PRIVATE_FITTED = frozenset({"_fitted_on_matrix", "_y_kind", "_pretrained_dim", "_pretrained_dir", "_embedder",
-                             "_coef_t", "_maps", "_n_bow"})
+                             "_coef_t", "_maps", "_n_bow", "_children"})
 
 
 def _fitted_state(estimator):
@@ -152,7 +153,8 @@ class TopKOutputMixin:
     ``label_indexer_``, ``classes_`` and ``_fitted_on_matrix`` in ``fit``.
     """
 
-    def predict_topk(self, X, k: int | None = None, *, as_csr: bool = False, **predict_params):
+    def predict_topk(self, X: InputLike, k: int | None = None, *, as_csr: bool = False,
+                     **predict_params) -> TopKOutput:
         """Top-``k`` labels and their scores per row.
 
         Parameters
@@ -185,22 +187,41 @@ class TopKOutputMixin:
             return idx, scores
         return self.label_indexer_.inverse_transform(idx), scores
 
-    def predict_proba(self, X) -> np.ndarray | sp.csr_matrix:
+    def predict_proba(self, X: InputLike) -> ScoreMatrix:
         """Scores of each row's scored labels, (n_samples, n_labels) float32; 0 outside its candidates.
 
         A CSR matrix when fitted on label collections or a sparse indicator (a dense array would not fit
-        at 10⁶ labels); a dense ndarray when fitted on one label per row or a dense indicator, as for
-        scikit-learn classifiers.
+        at 10⁶ labels); a dense ndarray when fitted on a dense indicator. Fitted on one label per row (a
+        multi-class problem), each row is normalised to sum to 1, as for scikit-learn classifiers; a row
+        without any scored label gets the training label frequencies.
         """
         require_fitted(self, "classes_")
         S = topk_to_csr(*self._raw_topk(X, min(self._n_scored(), len(self.classes_))), len(self.classes_))
-        return S.toarray() if getattr(self, "_y_kind", "sparse") in ("1d", "dense") else S
+        kind = getattr(self, "_y_kind", "sparse")
+        if kind == "1d":
+            return self._multiclass_proba(S)
+        return S.toarray() if kind == "dense" else S
 
-    def decision_function(self, X) -> np.ndarray | sp.csr_matrix:
-        """Same as :meth:`predict_proba` (scores are in [0, 1] but not calibrated probabilities)."""
-        return self.predict_proba(X)
+    def _multiclass_proba(self, S):
+        """Rows of the (n, L) score matrix ``S`` normalised to sum to 1 (label frequencies for empty rows)."""
+        P = np.maximum(S.toarray(), 0).astype(np.float64)
+        total = P.sum(axis=1, keepdims=True)
+        prior = np.asarray(getattr(self, "label_frequency_", np.ones(P.shape[1])), dtype=np.float64)
+        P = np.where(total > 0, P / np.where(total > 0, total, 1), prior / prior.sum())
+        return P
 
-    def predict(self, X):
+    def decision_function(self, X: InputLike) -> ScoreMatrix:
+        """Label scores, the same as :meth:`predict_proba` (in [0, 1], not calibrated probabilities).
+
+        Fitted on one label per row with two classes, the scikit-learn binary convention: one column,
+        ``P(classes_[1]) - P(classes_[0])``, positive where ``classes_[1]`` is predicted.
+        """
+        P = self.predict_proba(X)
+        if getattr(self, "_y_kind", "sparse") == "1d" and P.shape[1] == 2:
+            return P[:, 1] - P[:, 0]
+        return P
+
+    def predict(self, X: InputLike) -> PredictOutput:
         """Each row's top ``k`` labels, in the form of the fitted ``y``.
 
         Returns
@@ -212,34 +233,35 @@ class TopKOutputMixin:
         """
         require_fitted(self, "classes_")
         kind = getattr(self, "_y_kind", "sparse")
+        if kind == "1d":  # the most probable label, consistent with predict_proba
+            return np.asarray(self.classes_)[np.argmax(self.predict_proba(X), axis=1)]
         idx, _ = self._raw_topk(X, min(check_k(self.k), len(self.classes_)))
         if kind in ("sparse", "dense"):
             Y = topk_to_indicator(idx, len(self.classes_))
             return Y if kind == "sparse" else Y.toarray().astype(np.int64)
         classes = np.asarray(self.classes_)
-        if kind == "1d":  # a row without any candidate gets the most frequent label
-            fallback = int(np.argmax(getattr(self, "label_frequency_", np.ones(len(classes)))))
-            return classes[np.where(idx[:, 0] >= 0, idx[:, 0], fallback)]
         keep = idx >= 0
         return [list(row) for row in np.split(classes[idx[keep]], np.cumsum(keep.sum(axis=1))[:-1])]
 
-    def score(self, X, y) -> float:
+    def score(self, X: InputLike, y: TargetLike) -> float:
         """Precision@1 on (X, y); labels unknown to the model count as misses."""
         from .metrics import precision_at_k_scorer
 
         return precision_at_k_scorer(1)(self, X, y)
 
     def __sklearn_tags__(self):
-        # not tagged "classifier": scikit-learn's cross-validation would then stratify on y, and its
-        # type_of_target rejects y given as label collections, skelias's primary target format
         tags = super().__sklearn_tags__()
+        tags.estimator_type = "classifier"
+        tags.classifier_tags = ClassifierTags(multi_class=True, multi_label=True)
+        tags.target_tags.single_output = True  # one label per row (multi-class)
+        tags.target_tags.multi_output = True  # and label sets (multi-label)
         tags.input_tags.sparse = True  # sparse feature matrices (e.g. from a TfidfVectorizer) are accepted
         tags.input_tags.string = True  # and raw texts
         tags.target_tags.required = True
         return tags
 
 
-def predict_topk(estimator, X, k: int = 5, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+def predict_topk(estimator, X: InputLike, k: int = 5, **kwargs) -> TopKOutput:
     """Top-``k`` labels and scores of any fitted skelias model, also inside a ``Pipeline`` or a search.
 
     Parameters

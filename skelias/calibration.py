@@ -17,6 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._base import TopKOutputMixin, base_candidates, check_fit_input, fit_aside, is_fitted, store_params, topk_of
 from ._labels import as_targets, is_label_matrix, target_kind
 from ._logging import logger, verbose_logging
+from ._typing import InputLike, TargetLike
 from ._validation import (
     HasMethods,
     Interval,
@@ -129,7 +130,7 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         p = np.where(idx >= 0, p, 0.0).astype(np.float32)
         return idx, p, p
 
-    def fit(self, X, y) -> ScoreCalibrator:
+    def fit(self, X: InputLike, y: TargetLike) -> ScoreCalibrator:
         """Fit the wrapped estimator on a training split and the tree on the validation split.
 
         Parameters
@@ -186,12 +187,11 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         valid = idx >= 0
         rows = np.repeat(np.arange(idx.shape[0]), idx.shape[1]).reshape(idx.shape)
         target = np.asarray(Y_val[rows[valid], idx[valid]]).ravel() > 0
-        if not target.any():
-            raise ValueError("the validation rows have no positive (row, candidate label) pair, so the calibrator "
-                             "has nothing to learn; use a larger validation_size or check the labels.")
-        if target.all():
-            raise ValueError("every validation candidate pair is positive (a single class, or only relevant "
-                             "candidates); the calibrator needs negatives too.")
+        if target.all() or not target.any():
+            warnings.warn(f"every validation (row, candidate label) pair is {'relevant' if target.all() else 'irrelevant'}"
+                          ", so the calibrator learns a constant and the ranking follows the base scores; a larger "
+                          "validation_size or more candidates (n_candidates) give it both kinds.", UserWarning,
+                          stacklevel=3)
         self.tree_ = DecisionTreeClassifier(max_depth=self.max_depth, min_samples_leaf=self.min_samples_leaf,
                                             random_state=rs.randint(2**31 - 1))
         self.tree_.fit(self._features(idx, p, q)[valid], target)
@@ -211,6 +211,7 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         valid = idx >= 0
         t = np.zeros(idx.shape, dtype=np.float32)
         if valid.any():
-            t[valid] = self.tree_.predict_proba(self._features(idx, p, q)[valid])[:, 1]
+            proba = self.tree_.predict_proba(self._features(idx, p, q)[valid])
+            t[valid] = proba[:, 1] if proba.shape[1] == 2 else float(self.tree_.classes_[0])
         s = t + p * q if self.variant == "paper" else 0.3 * t + 0.7 * p * q
         return topk_of(idx, s, k)

@@ -184,11 +184,11 @@ class LabelTree:
     def depth(self):
         return len(self.levels)
 
-    def cluster_sizes(self):
+    def cluster_sizes(self) -> np.ndarray:
         """Number of labels in each leaf cluster, ndarray of shape (n_clusters,)."""
         return np.bincount(self.labels_, minlength=self.n_clusters)
 
-    def adjacency(self):
+    def adjacency(self) -> sp.csr_matrix:
         """Cluster-to-label matrix ``A`` of shape (n_clusters, n_labels), CSR float32 with one 1 per column.
 
         This is ELIAS's stage-1 adjacency (paper Section 3.4 / App. D.1).
@@ -199,7 +199,7 @@ class LabelTree:
             (np.ones(L, dtype=np.float32), (lab, np.arange(L))), shape=(self.n_clusters, L)
         )
 
-    def indexing_matrices(self):
+    def indexing_matrices(self) -> list[sp.csr_matrix]:
         """PECOS-style chain of indexing matrices, top to bottom.
 
         Returns

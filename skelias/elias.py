@@ -29,6 +29,7 @@ from ._training import (
     predict_topk_scores,
     validation_ndcg,
 )
+from ._typing import InputLike, TargetLike
 from ._validation import (
     HasMethods,
     Interval,
@@ -299,7 +300,7 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         store_params(self, locals())
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X, y) -> ELIASClassifier:
+    def fit(self, X: InputLike, y: TargetLike) -> ELIASClassifier:
         """Cluster the labels, train stage 1, initialise A (Eq. 9–10), train stage 2.
 
         Parameters
@@ -649,12 +650,12 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         require_fitted(self, "network_")
         return self.network_.shortlist_size
 
-    def transform(self, X):
+    def transform(self, X: InputLike) -> np.ndarray:
         """Embeddings φ(X), ndarray (n_samples, embed_dim) float32 (used by the sparse re-ranker)."""
         return self._raw_topk(X, 1, embeddings=True)[2]
 
     # ------------------------------------------------------------------ index analysis (paper App. E)
-    def adjacency_matrix(self):
+    def adjacency_matrix(self) -> sp.csr_matrix:
         """Edge scores ŝ_{c,l} of the index as a CSR matrix (n_clusters, n_labels), float32.
 
         Stage 2: ``min(1, β·softmax_row(a))`` (Eq. 5) on A's support; stage 1: the 0/1 clustering.
@@ -669,7 +670,7 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         rows = np.repeat(np.arange(ind.shape[0]), ind.shape[1]).reshape(ind.shape)
         return sp.csr_matrix((es[mask], (rows[mask], ind[mask])), shape=(net.n_clusters, net.n_labels))
 
-    def prune_index(self, threshold=None, top_k=None):
+    def prune_index(self, threshold: float | None = None, top_k: int | None = None) -> ELIASClassifier:
         """A copy of this model whose index keeps only strong edges (paper App. E).
 
         Parameters

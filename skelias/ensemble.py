@@ -12,6 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._base import TopKOutputMixin, base_candidates, check_fit_input, fit_aside, pad_topk, store_params
 from ._labels import LabelIndexer, as_targets, is_label_matrix, target_kind
+from ._typing import InputLike, TargetLike
 from ._validation import HasMethods, positive_int
 from .metrics import top_k
 
@@ -110,7 +111,7 @@ class TopKEnsemble(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
     def __init__(self, estimator=None, n_estimators=3, n_candidates=100, k=5, random_state=None):
         store_params(self, locals())
 
-    def fit(self, X, y) -> TopKEnsemble:
+    def fit(self, X: InputLike, y: TargetLike) -> TopKEnsemble:
         """Fit every member on (X, y) with its own seed.
 
         Parameters

@@ -19,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._base import TopKOutputMixin, fit_aside, pad_topk, store_params
 from ._labels import LabelIndexer, as_targets, is_label_matrix, target_kind
+from ._typing import InputLike, ScoreMatrix, TargetLike
 from ._validation import HasMethods, Interval, apply_vectorizer, check_n_rows, check_X, default_vectorizer, positive_int
 from .metrics import top_k
 
@@ -77,7 +78,7 @@ class KNNLabelClassifier(TopKOutputMixin, BaseEstimator):
     def _vectorize(self, kind, X):
         return normalize(sp.csr_matrix(apply_vectorizer(kind, X, self.vectorizer_), dtype=np.float32))
 
-    def fit(self, X, y) -> KNNLabelClassifier:
+    def fit(self, X: InputLike, y: TargetLike) -> KNNLabelClassifier:
         """Store the normalised training documents and their labels.
 
         Parameters
@@ -114,17 +115,21 @@ class KNNLabelClassifier(TopKOutputMixin, BaseEstimator):
         self.Y_train_ = Ytr
         return self
 
-    def decision_function(self, X):
+    def decision_function(self, X: InputLike) -> ScoreMatrix:
         """Label scores: summed ``similarity ** power`` of the neighbours carrying each label.
 
         Returns
         -------
         scores : (n_samples, n_labels) float32
-            A CSR matrix holding only the labels of the neighbours, or a dense ndarray when fitted on one
-            label per row or on a dense indicator matrix.
+            A CSR matrix holding only the labels of the neighbours, or a dense ndarray when fitted on a
+            dense indicator matrix. Fitted on one label per row, the normalised votes of
+            :meth:`predict_proba` (one column, ``P(classes_[1]) - P(classes_[0])``, for two classes).
         """
+        kind = getattr(self, "_y_kind", "sparse")
+        if kind == "1d":  # the multi-class convention (normalised votes; one column for two classes)
+            return super().decision_function(X)
         S = self._vote_scores(X)
-        return S.toarray() if getattr(self, "_y_kind", "sparse") in ("1d", "dense") else S
+        return S.toarray() if kind == "dense" else S
 
     def _vote_scores(self, X):
         """The votes as a CSR matrix (n_samples, n_labels), float32."""
@@ -147,11 +152,14 @@ class KNNLabelClassifier(TopKOutputMixin, BaseEstimator):
             parts.append(K @ self.Y_train_)
         return sp.vstack(parts, format="csr").astype(np.float32)
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: InputLike) -> ScoreMatrix:
         """The votes divided by ``n_neighbors``: the similarity-weighted share of neighbours carrying each label.
 
-        Values lie in [0, 1]; same form as :meth:`decision_function`.
+        Values lie in [0, 1]; same form as :meth:`decision_function`. Fitted on one label per row, each
+        row is normalised to sum to 1 (the multi-class convention).
         """
+        if getattr(self, "_y_kind", "sparse") == "1d":
+            return super().predict_proba(X)
         S = self.decision_function(X)
         return S * np.float32(1.0 / min(self.n_neighbors, self.X_train_T_.shape[1]))
 

@@ -23,6 +23,7 @@ from ._base import (
 from ._labels import as_targets, is_label_matrix, target_kind
 from ._liblinear import LOSSES, train_label_classifiers
 from ._logging import logger, verbose_logging
+from ._typing import InputLike, TargetLike
 from ._validation import (
     HasMethods,
     Interval,
@@ -233,7 +234,7 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
             self._n_bow = bow.shape[1]
         return bow
 
-    def fit(self, X, y) -> SparseReranker:
+    def fit(self, X: InputLike, y: TargetLike) -> SparseReranker:
         """Fit the base model (unless frozen), then one sparse classifier per label.
 
         The base model's top ``n_candidates`` on the training rows are the hard negatives (Eq. 17).
@@ -295,7 +296,8 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         self.n_features_in_ = getattr(self.estimator_, "n_features_in_", psi.shape[1])
         return self
 
-    def candidate_scores(self, X, n_candidates=None, **base_params):
+    def candidate_scores(self, X: InputLike, n_candidates: int | None = None,
+                         **base_params) -> sp.csr_matrix:
         """The base model's candidates with both scores.
 
         Parameters

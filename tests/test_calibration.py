@@ -35,10 +35,13 @@ def test_calibrator_holds_out_a_seeded_split_and_reference_variant(cooking):
     assert names.shape == (20, 3) and np.all(np.diff(finite, axis=1) <= 1e-7)
 
 
-def test_calibrator_without_positive_pairs_says_so(ranker, cooking):
+def test_calibrator_without_positive_pairs_warns_and_keeps_the_base_ranking(ranker, cooking):
     texts, _ = cooking
-    with pytest.raises(ValueError, match="no positive"):
-        ScoreCalibrator(FrozenEstimator(ranker)).fit(texts[1200:1250], [["no-such-tag"]] * 50)
+    with pytest.warns(UserWarning, match="every validation .* pair is irrelevant"):
+        cal = ScoreCalibrator(FrozenEstimator(ranker)).fit(texts[1200:1250], [["no-such-tag"]] * 50)
+    labels, _ = cal.predict_topk(texts[1250:1260], 5)  # the constant calibrator keeps the base ranking
+    base_labels, _ = ranker.predict_topk(texts[1250:1260], 5)
+    np.testing.assert_array_equal(labels, base_labels)
 
 
 def test_calibrator_bad_validation_size(cooking):

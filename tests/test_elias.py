@@ -6,7 +6,7 @@ import torch
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.model_selection import GridSearchCV
+from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import make_pipeline
 
 from skelias import ELIASClassifier, LabelIndexer, precision_at_k, precision_at_k_scorer
@@ -92,7 +92,7 @@ def test_sklearn_composition(cooking, tiny):
     c = clone(est).set_params(alpha=5.0)
     assert c.get_params()["alpha"] == 5.0 and est.alpha == 10.0
     grid = GridSearchCV(ELIASClassifier(**{**tiny, "n_epochs_stage2": 0}), {"beam_size": [2, 4]},
-                        scoring=precision_at_k_scorer(1), cv=2).fit(texts[:600], labels[:600])
+                        scoring=precision_at_k_scorer(1), cv=KFold(2)).fit(texts[:600], labels[:600])
     assert grid.best_params_["beam_size"] in (2, 4)
     assert np.all(np.isfinite(grid.cv_results_["mean_test_score"]))  # both candidates were fitted and scored
 
@@ -153,7 +153,7 @@ def test_predict_before_fit():
 
 
 def test_sklearn_estimator_checks(estimator_checks):
-    est = ELIASClassifier(encoder="dense", embed_dim=8, n_epochs_stage1=1, n_epochs_stage2=1, batch_size=32,
+    est = ELIASClassifier(encoder="dense", embed_dim=8, n_epochs_stage1=10, n_epochs_stage2=5, batch_size=32,
                           shortlist_size=10, max_leaf_size=2, random_state=0)
     estimator_checks(est)
 
@@ -364,7 +364,7 @@ def test_predict_topk_reaches_through_pipelines_and_searches(cooking, tiny):
 
     texts, labels = cooking
     pipe = make_pipeline(TfidfVectorizer(min_df=2), ELIASClassifier(**{**tiny, "n_epochs_stage2": 0}))
-    grid = GridSearchCV(pipe, {"eliasclassifier__beam_size": [2, 4]}, scoring=precision_at_k_scorer(1), cv=2)
+    grid = GridSearchCV(pipe, {"eliasclassifier__beam_size": [2, 4]}, scoring=precision_at_k_scorer(1), cv=KFold(2))
     grid.fit(texts[:600], labels[:600])
     names, _scores = skelias.predict_topk(grid, texts[600:610], 3)
     best = grid.best_estimator_

@@ -6,7 +6,7 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import make_pipeline
 
@@ -102,19 +102,19 @@ def test_clone_params_and_joblib_roundtrip(cooking, tmp_path):
 
 def test_scorers_in_grid_search_and_pipeline(cooking):
     texts, labels = cooking
-    grid = GridSearchCV(KNNLabelClassifier(), {"n_neighbors": [3, 20]}, scoring=precision_at_k_scorer(1), cv=2)
+    grid = GridSearchCV(KNNLabelClassifier(), {"n_neighbors": [3, 20]}, scoring=precision_at_k_scorer(1), cv=KFold(2))
     grid.fit(texts[:800], labels[:800])
     assert grid.best_params_["n_neighbors"] in (3, 20) and grid.best_score_ > 0.2
     pipe = make_pipeline(TfidfVectorizer(sublinear_tf=True), KNNLabelClassifier(n_neighbors=10))
-    scores = cross_val_score(pipe, texts[:800], labels[:800], cv=2, scoring=ndcg_at_k_scorer(5))
+    scores = cross_val_score(pipe, texts[:800], labels[:800], cv=KFold(2), scoring=ndcg_at_k_scorer(5))
     assert scores.shape == (2,) and np.all(scores > 0.2)
     multi = GridSearchCV(
         KNNLabelClassifier(),
         {"power": [1.0, 2.0]},
-        cv=2,
+        cv=2,  # label sets (not lists) pass scikit-learn's stratification check
         scoring={"p1": precision_at_k_scorer(1), "r10": recall_at_k_scorer(10), "psp5": psprecision_at_k_scorer(5)},
         refit="p1",
-    ).fit(texts[:600], labels[:600])
+    ).fit(texts[:600], [set(row) for row in labels[:600]])
     assert set(multi.cv_results_) >= {"mean_test_p1", "mean_test_r10", "mean_test_psp5"}
 
 
@@ -149,3 +149,17 @@ def test_scorer_uses_decision_function_of_plain_sklearn_models():
 
 def test_sklearn_estimator_checks(estimator_checks):
     estimator_checks(KNNLabelClassifier(n_neighbors=3))
+
+
+def test_classifier_identity_and_label_lists_in_model_selection(cooking):
+    from sklearn.base import is_classifier
+
+    texts, labels = cooking
+    assert is_classifier(KNNLabelClassifier())
+    with pytest.raises(ValueError, match="legacy multi-label"):  # scikit-learn cannot stratify label lists
+        GridSearchCV(KNNLabelClassifier(), {"n_neighbors": [3]}, cv=2).fit(texts[:100], labels[:100])
+    first = np.array([row[0] for row in labels[:300]])  # one label per row: multi-class
+    knn = KNNLabelClassifier(n_neighbors=5).fit(texts[:300], first)
+    proba = knn.predict_proba(texts[300:320])
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(knn.predict(texts[300:320]), knn.classes_[np.argmax(proba, axis=1)])

@@ -6,7 +6,7 @@ import pytest
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.frozen import FrozenEstimator
-from sklearn.model_selection import GridSearchCV
+from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import make_pipeline
 
 from skelias import ELIASClassifier, KNNLabelClassifier, SparseReranker, precision_at_k_scorer
@@ -69,7 +69,7 @@ def test_reranker_in_a_pipeline_with_gridsearch_over_nested_params(cooking, tiny
     texts, labels = cooking
     pipe = make_pipeline(TfidfVectorizer(min_df=2), SparseReranker(ELIASClassifier(**tiny), n_candidates=10))
     gs = GridSearchCV(pipe, {"sparsereranker__C": [0.5, 2.0], "sparsereranker__estimator__beam_size": [4]},
-                      scoring=precision_at_k_scorer(1), cv=2)
+                      scoring=precision_at_k_scorer(1), cv=KFold(2))
     gs.fit(texts[:800], labels[:800])
     assert set(gs.cv_results_["param_sparsereranker__C"]) == {0.5, 2.0}
     assert gs.best_estimator_[-1].estimator_.beam_size == 4

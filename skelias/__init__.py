@@ -26,6 +26,7 @@ from .ensemble import TopKEnsemble
 from .neighbors import KNNLabelClassifier
 from .persistence import load, save
 from .rerank import SparseReranker
+from .xr_linear import XRLinearClassifier
 
 __all__ = [
     "ELIASClassifier",
@@ -35,6 +36,7 @@ __all__ = [
     "ScoreCalibrator",
     "SparseReranker",
     "TopKEnsemble",
+    "XRLinearClassifier",
     "__version__",
     "balanced_kmeans",
     "check_label_matrix",

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 logger = logging.getLogger("skelias")
 
-__all__ = ["LOSSES", "train_label_classifiers"]
+__all__ = ["LOSSES", "train_label_classifiers", "train_tree_layer"]
 
 #: loss name -> LIBLINEAR solver id (L2-regularised)
 LOSSES = {"squared_hinge": 1, "logistic": 0, "hinge": 3}
@@ -240,4 +240,149 @@ def train_label_classifiers(X, Y, candidates, *, C=1.0, loss="squared_hinge", bi
                        (np.concatenate(rows) if rows else np.zeros(0, int),
                         np.concatenate(cols) if cols else np.zeros(0, int))),
                       shape=(L, X.shape[1]), dtype=np.float32)
+    return W, intercept
+
+
+# ----------------------------------------------------------------------------- shared-row problems (tree layers)
+def _solve_parents(X, Y, A, units, param_str, bias, threshold, seed=None):
+    """Train each unit's nodes on its parent's rows (one problem per unit).
+
+    ``units`` is a list of ``(parent, nodes)``: nodes sharing that parent.
+    All children of a parent share the parent's training rows (XR-Linear's negative sampling), so the
+    LIBLINEAR node array of those rows is built once, over the columns they use, and only the targets
+    change from child to child.
+    """
+    ll, util = _liblinear()
+    size = ctypes.sizeof(ll.feature_node)
+    param = ll.parameter(param_str)
+    has_bias = bias >= 0
+    w_rows, w_cols, w_vals, done, icpt = [], [], [], [], []
+    for p, kids in units:
+        rows = A.indices[A.indptr[p] : A.indptr[p + 1]]
+        target = np.asarray(Y[rows][:, kids].todense()) > 0 if rows.size else np.zeros((0, kids.size), bool)
+        n_pos = target.sum(axis=0)
+        intercept = np.where((n_pos == rows.size) & (rows.size > 0), 1.0, -1.0).astype(np.float32)  # one class
+        done.append(kids), icpt.append(intercept)
+        trainable = np.flatnonzero((n_pos > 0) & (n_pos < rows.size))
+        if trainable.size == 0:
+            continue
+        Xs = X if rows.size == X.shape[0] else X[rows]  # rows are sorted: all rows is X itself
+        used = np.zeros(X.shape[1] + 1, dtype=np.int64)
+        used[Xs.indices + 1] = 1
+        cols = np.flatnonzero(used[1:])  # the columns these rows use, and their local ids (no sort)
+        local = np.cumsum(used)[Xs.indices]
+        n_rows, nnz_row = Xs.shape[0], np.diff(Xs.indptr)
+        node_ptr = Xs.indptr.astype(np.int64) + 2 * np.arange(n_rows + 1)
+        nodes = np.empty(Xs.nnz + 2 * n_rows, dtype=ll.feature_node)
+        pos = np.arange(Xs.nnz) + 2 * _row_index(nnz_row)
+        nodes["index"][pos] = local + 1
+        nodes["value"][pos] = Xs.data
+        nodes["index"][node_ptr[1:] - 2] = cols.size + 1 if has_bias else -1
+        nodes["value"][node_ptr[1:] - 2] = bias
+        nodes["index"][node_ptr[1:] - 1] = -1
+        prob = ll.problem.__new__(ll.problem)
+        prob.l, prob.n, prob.bias = int(n_rows), int(cols.size) + (1 if has_bias else 0), bias
+        prob.x_space = nodes  # keeps the memory alive while the problem lives
+        prob.x = (ctypes.POINTER(ll.feature_node) * prob.l)()
+        np.ctypeslib.as_array(ctypes.cast(prob.x, ctypes.POINTER(ctypes.c_uint64)), (prob.l,))[:] = (
+            nodes.ctypes.data + node_ptr[:-1] * size)
+        y_arr = (ctypes.c_double * prob.l)()
+        prob.y = y_arr
+        y_view = np.ctypeslib.as_array(y_arr, (prob.l,))
+        for j in trainable:
+            y_view[:] = np.where(target[:, j], 1.0, -1.0)
+            if seed is not None:  # the dual solvers draw from the C library's rand(): one seed per node
+                _seed_c_rand((seed + int(kids[j])) & 0x7FFFFFFF)
+            model = util.train(prob, param)
+            w = np.ctypeslib.as_array(model.w, (prob.n,)).copy()
+            if model.get_labels()[0] != 1:
+                w = -w
+            if has_bias:
+                intercept[j] = w[-1] * bias
+                w = w[:-1]
+            keep = np.flatnonzero(np.abs(w) >= threshold)
+            w_rows.append(np.full(keep.size, kids[j], dtype=np.int64))
+            w_cols.append(cols[keep])
+            w_vals.append(w[keep].astype(np.float32))
+    cat = lambda parts, dt: np.concatenate(parts) if parts else np.zeros(0, dt)
+    return (cat(w_rows, np.int64), cat(w_cols, np.int64), cat(w_vals, np.float32), cat(done, np.int64),
+            cat(icpt, np.float32))
+
+
+def train_tree_layer(X, Y, parent, active, *, Cp=1.0, Cn=1.0, loss="squared_hinge", bias=1.0, tol=0.1,
+                     threshold=0.1, n_jobs=None, random_state=None, verbose=False, desc="layer"):
+    """One layer of XR-Linear rankers: node ``k`` is trained on the rows where its parent is active.
+
+    Parameters
+    ----------
+    X : csr_matrix (n_samples, n_features) float32
+    Y : csr_matrix (n_samples, n_nodes)
+        The layer's targets (non-zero: the row is relevant to the node).
+    parent : ndarray (n_nodes,) int
+        Each node's parent in ``0..n_parents-1``.
+    active : csr_matrix (n_samples, n_parents)
+        Non-zeros mark the parents whose children a row trains (the negative-sampling matrix M̄).
+    Cp, Cn : float
+        LIBLINEAR's cost of positive and negative examples (``-c 1 -w1 Cp -w-1 Cn``).
+    loss, bias, tol, threshold : as :func:`train_label_classifiers`.
+    n_jobs, random_state, verbose : as :func:`train_label_classifiers`.
+
+    Returns
+    -------
+    W : csr_matrix (n_nodes, n_features) float32
+    intercept : ndarray (n_nodes,) float32
+        ``w_bias · bias``; ±1 for nodes whose rows are all relevant / none is (and for nodes without rows).
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {sorted(LOSSES)}; got {loss!r}.")
+    X = sp.csr_matrix(X, dtype=np.float32)
+    X.sort_indices()
+    Y = sp.csr_matrix(Y)
+    K = Y.shape[1]
+    parent = np.asarray(parent, dtype=np.int64)
+    A = sp.csc_matrix(active, dtype=np.float32)
+    A.eliminate_zeros()
+    A.sort_indices()
+    n_parents = A.shape[1]
+    children = np.argsort(parent, kind="stable")
+    child_ptr = np.concatenate([[0], np.cumsum(np.bincount(parent, minlength=n_parents))])
+    param_str = (f"-s {LOSSES[loss]} -c 1 -w1 {float(Cp)!r} -w-1 {float(Cn)!r} -e {float(tol)!r} "
+                 f"-B {float(bias)!r} -q")
+    seed = None
+    if random_state is not None:
+        seed = int(random_state) if isinstance(random_state, (int, np.integer)) else int(
+            check_random_state(random_state).randint(2**31 - 1))
+    # work units: a parent's children, split so that no unit costs more than a share of the layer (the top
+    # layer has one parent); the cost of a child is the feature non-zeros of its parent's rows
+    row_nnz = np.diff(X.indptr).astype(np.int64)
+    parent_nnz = np.add.reduceat(np.concatenate([row_nnz[A.indices], [0]]), A.indptr[:-1]) * (np.diff(A.indptr) > 0)
+    n_threads = max(1, joblib.effective_n_jobs(n_jobs))
+    child_cost = np.maximum(parent_nnz[parent[children]], 1)
+    total = int(child_cost.sum())
+    # a unit builds its parent's problem once: split a parent only to keep the threads busy
+    unit_budget = max(total // (2 * n_threads), 1) if n_threads > 1 else total + 1
+    budget = max(total // (8 * n_threads), 1) if n_threads > 1 else total + 1
+    units, chunk_of_unit, chunk, spent = [], [], 0, 0
+    for p in np.flatnonzero(np.diff(child_ptr)):
+        kids = children[child_ptr[p] : child_ptr[p + 1]]
+        per_unit = max(1, -(-unit_budget // max(int(parent_nnz[p]), 1)))
+        for a in range(0, kids.size, per_unit):
+            part = kids[a : a + per_unit]
+            units.append((int(p), part))
+            spent += int(child_cost[child_ptr[p] + a : child_ptr[p] + a + part.size].sum())
+            chunk_of_unit.append(chunk)
+            if spent >= budget:
+                chunk, spent = chunk + 1, 0
+    chunk_of_unit = np.asarray(chunk_of_unit)
+    chunks = [[units[i] for i in np.flatnonzero(chunk_of_unit == c)] for c in np.unique(chunk_of_unit)]
+    jobs = (delayed(_solve_parents)(X, Y, A, ch, param_str, bias, threshold, seed) for ch in chunks)
+    prefer = "processes" if seed is not None and n_threads > 1 else "threads"
+    results = Parallel(n_jobs=n_jobs, prefer=prefer, return_as="generator")(jobs)
+    rows, cols, vals = [], [], []
+    intercept = np.full(K, -1.0, dtype=np.float32)
+    for r, c, v, nodes, icpt in tqdm(results, total=len(chunks), desc=desc, disable=not verbose, leave=False):
+        rows.append(r), cols.append(c), vals.append(v)
+        intercept[nodes] = icpt
+    W = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                      shape=(K, X.shape[1]), dtype=np.float32)
     return W, intercept

@@ -287,8 +287,11 @@ class _Level:
             seg_nodes = u_node[starts]
             seg_len = np.diff(np.append(starts, u_node.size))
             real = seg_nodes < self.n_nodes  # the last segment may be the dummy node
-            self.sparse.append((P, P.T.tocsr(), starts, seg_nodes, seg_len, real))
+            self.sparse.append((P, P.T, starts, seg_nodes, seg_len, real))  # P.T: a CSC view, no copy
         self.valid = np.arange(B)[None, :] < n_children[:, None]  # (n_nodes, B)
+        active = (node >= 0).astype(np.float32)
+        self._totals = [PT @ active for _, PT, *_ in self.sparse]  # sums over all rows of each node
+        self._sub, self._sub_key = None, None
 
     def centroid_scores(self, assign, rows):
         """Similarity (len(rows), B) of labels ``rows`` to the B centroids of their nodes.
@@ -301,10 +304,22 @@ class _Level:
         member = assign >= 0
         sq = np.zeros((n_nodes + 1, B))
         sums_sparse = []
-        for P, PT, starts, seg_nodes, seg_len, real in self.sparse:
+        # rows hold whole nodes, so the centroids of their nodes need their rows only: once few nodes are
+        # still changing, the products run on the sub-matrix of their rows
+        sub = rows.size < 0.6 * np.count_nonzero(self.node >= 0)
+        if sub and self._sub_key is not rows:
+            self._sub = [P[rows] for P, *_ in self.sparse]
+            self._sub_key = rows
+        a = assign[rows] if sub else assign
+        all_member = bool(np.all(assign[rows] >= 0))
+        for b, (P, PT, starts, seg_nodes, seg_len, real) in enumerate(self.sparse):
+            PTa = self._sub[b].T if sub else PT
             S = []
             for j in range(B):
-                S_j = PT @ (assign == j).astype(np.float32)  # centroid sums on node-local features (U,)
+                if B == 2 and j == 1 and all_member:  # every row is in child 0 or 1: S_1 = total - S_0
+                    S_j = (self._totals[b] if not sub else PTa @ np.ones(rows.size, np.float32)) - S[0]
+                else:
+                    S_j = PTa @ (a == j).astype(np.float32)  # centroid sums on node-local features (U,)
                 sq[seg_nodes, j] += np.add.reduceat(S_j * S_j, starts, dtype=np.float64) if starts.size else 0.0
                 S.append(S_j)
             sums_sparse.append(S)
@@ -326,13 +341,14 @@ class _Level:
         scale = np.vstack([scale, np.zeros((1, B))]).astype(np.float32)  # row n_nodes: the dummy node
         node = self.node[rows]
         scores = np.zeros((rows.size, B))
-        for (P, _, _, seg_nodes, seg_len, _), S in zip(self.sparse, sums_sparse):
+        for b, ((P, _, _, seg_nodes, seg_len, _), S) in enumerate(zip(self.sparse, sums_sparse, strict=True)):
             coef = [np.repeat(scale[seg_nodes, j], seg_len) for j in range(B)]
             if B == 2:  # only the margin matters for the median cut: one product instead of two
-                scores[:, 0] += (P @ (S[0] * coef[0] - S[1] * coef[1]))[rows]
+                v = S[0] * coef[0] - S[1] * coef[1]
+                scores[:, 0] += (self._sub[b] @ v) if sub else (P @ v)[rows]
             else:
                 for j in range(B):
-                    scores[:, j] += (P @ (S[j] * coef[j]))[rows]
+                    scores[:, j] += (self._sub[b] @ (S[j] * coef[j])) if sub else (P @ (S[j] * coef[j]))[rows]
         for Zd, Sd in zip(self.dense, sums_dense):
             Sd = Sd.reshape(n_nodes, B, -1) * scale[:n_nodes, :, None]
             for j in range(B):

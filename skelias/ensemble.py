@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import ClassVar
 
 import numpy as np
 import scipy.sparse as sp
+from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
@@ -17,6 +19,10 @@ from ._validation import HasMethods, positive_int
 from .metrics import top_k
 
 __all__ = ["TopKEnsemble", "average_topk"]
+
+
+def _fit_member(member, X, y):
+    return member.fit(X, y)
 
 
 def average_topk(candidates, n_labels, k):
@@ -60,26 +66,30 @@ def _reseed(estimator, seed):
 
 
 class TopKEnsemble(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
-    """Average ``n_estimators`` copies of a model trained with different random seeds.
+    """Average the top-k scores of several models: seed copies of one model, or different models.
 
-    Each member is a clone of ``estimator`` whose ``random_state`` parameters (nested
-    ones too: initial clustering, initialisation, data order, validation split) get a
-    different seed. A label's ensemble score is the mean of the members' scores over
+    Each member is a clone of ``estimator`` (``n_estimators`` of them), or of each estimator of a list
+    (heterogeneous members, e.g. an :class:`XRLinearClassifier` and an :class:`ELIASClassifier`); its
+    ``random_state`` parameters (nested ones too: initial clustering, initialisation, data order,
+    validation split) get a different seed. A label's ensemble score is the mean of the members' scores over
     their top ``n_candidates`` (a member that does not rank the label contributes 0).
     Works around :class:`ELIASClassifier`, :class:`SparseReranker` and :class:`ScoreCalibrator`.
 
     Parameters
     ----------
-    estimator : estimator or None, default=None
-        The member model; ``None``: ``ELIASClassifier()``.
+    estimator : estimator, list of estimators, or None, default=None
+        The member model; ``None``: ``ELIASClassifier()``. A list: one member per entry.
     n_estimators : int, default=3
-        Number of members.
+        Number of members when ``estimator`` is a single model (ignored for a list).
     n_candidates : int, default=100
         Labels per row and member that enter the average.
     k : int, default=5
         Labels per row returned by :meth:`predict`.
     random_state : int, RandomState or None, default=None
         Draws the members' seeds.
+    n_jobs : int or None, default=None
+        Members fitted in parallel (joblib's default backend: processes; a ``joblib.parallel_backend``
+        context such as Dask's places them elsewhere). The members are the same for any ``n_jobs``.
 
     Attributes
     ----------
@@ -101,14 +111,15 @@ class TopKEnsemble(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
     """
 
     _parameter_constraints: ClassVar[dict] = {
-        "estimator": [None, HasMethods(["fit"])],
+        "estimator": [None, HasMethods(["fit"]), list],
         "n_estimators": [positive_int],
         "n_candidates": [positive_int],
         "k": [positive_int],
         "random_state": ["random_state"],
+        "n_jobs": [None, numbers.Integral],
     }
 
-    def __init__(self, estimator=None, n_estimators=3, n_candidates=100, k=5, random_state=None):
+    def __init__(self, estimator=None, n_estimators=3, n_candidates=100, k=5, random_state=None, n_jobs=None):
         store_params(self, locals())
 
     def fit(self, X: InputLike, y: TargetLike) -> TopKEnsemble:
@@ -131,12 +142,17 @@ class TopKEnsemble(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         if self.estimator is None:
             from .elias import ELIASClassifier
 
-            base = ELIASClassifier()
+            bases = [ELIASClassifier()] * self.n_estimators
+        elif isinstance(self.estimator, list):
+            if not self.estimator or not all(hasattr(e, "fit") for e in self.estimator):
+                raise ValueError("estimator, when a list, must hold at least one estimator (objects with fit).")
+            bases = self.estimator
         else:
-            base = self.estimator
+            bases = [self.estimator] * self.n_estimators
         rs = check_random_state(self.random_state)
-        seeds = rs.randint(2**31 - 1, size=self.n_estimators)
-        self.estimators_ = [_reseed(clone(base), int(s)).fit(X, y) for s in seeds]
+        seeds = rs.randint(2**31 - 1, size=len(bases))
+        self.estimators_ = Parallel(n_jobs=self.n_jobs)(
+            delayed(_fit_member)(_reseed(clone(b), int(s)), X, y) for b, s in zip(bases, seeds, strict=True))
         self._fitted_on_matrix = is_label_matrix(y)
         self._y_kind = target_kind(y)
         self.label_indexer_ = LabelIndexer().fit(y)  # every member's label space is within y's

@@ -188,17 +188,21 @@ def test_hybrid_model_needs_nothing_outside_its_directory_or_pickle(tiny_bert, c
         np.testing.assert_allclose(scores, expected[1], rtol=1e-6)
 
 
-def test_float16_storage_halves_the_network_and_keeps_the_rankings(elias_base, cooking, tmp_path):
+@pytest.mark.parametrize("precision, ratio, top1, atol", [("float16", 0.65, 0.97, 5e-3), ("int8", 0.5, 0.9, 3e-2)])
+def test_reduced_precision_storage_shrinks_the_network_and_keeps_the_rankings(elias_base, cooking, tmp_path,
+                                                                              precision, ratio, top1, atol):
     texts, _ = cooking
     full = skelias.save(elias_base, tmp_path / "f32")
-    half = skelias.save(elias_base, tmp_path / "f16", float16=True)
+    small = skelias.save(elias_base, tmp_path / precision, precision=precision)
 
-    tensors = [(p / "tensors.safetensors").stat().st_size for p in (full, half)]
-    assert tensors[1] < 0.65 * tensors[0]  # float weights halved; the index (int64) stays
-    assert json.loads((half / "manifest.json").read_text())["float16"] is True
-    loaded = skelias.load(half)
+    tensors = [(p / "tensors.safetensors").stat().st_size for p in (full, small)]
+    assert tensors[1] < ratio * tensors[0]  # float weights halved or quartered; the index (int64) stays
+    assert json.loads((small / "manifest.json").read_text())["precision"] == precision
+    loaded = skelias.load(small)
     assert all(p.dtype == torch.float32 for p in loaded.network_.parameters())  # float32 again once loaded
     a, sa = elias_base.predict_topk(texts[1200:1400], 10)
     b, sb = loaded.predict_topk(texts[1200:1400], 10)
-    assert np.mean(a[:, 0] == b[:, 0]) >= 0.97
-    np.testing.assert_allclose(np.nan_to_num(sb, neginf=0), np.nan_to_num(sa, neginf=0), atol=5e-3)
+    assert np.mean(a[:, 0] == b[:, 0]) >= top1
+    np.testing.assert_allclose(np.nan_to_num(sb, neginf=0), np.nan_to_num(sa, neginf=0), atol=atol)
+    with pytest.raises(ValueError, match="precision must be"):
+        skelias.save(elias_base, tmp_path / "bad", precision="int4")

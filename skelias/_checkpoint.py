@@ -82,10 +82,11 @@ class Checkpointer:
 
     FILE = "checkpoint.pt"
 
-    def __init__(self, directory, fingerprint):
+    def __init__(self, directory, fingerprint, read_only=False):
         self.directory = Path(directory)
-        self.fingerprint = fingerprint
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.fingerprint, self.read_only = fingerprint, read_only
+        if not read_only:
+            self.directory.mkdir(parents=True, exist_ok=True)
 
     def _write(self, name, obj):
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=self.directory)
@@ -110,8 +111,12 @@ class Checkpointer:
                 from None
 
     def save(self, state, name=FILE):
-        """Write ``state`` (tensors and plain containers) atomically, stamped with the fingerprint."""
-        self._write(name, {"fingerprint": self.fingerprint, **state})
+        """Write ``state`` (tensors and plain containers) atomically, stamped with the fingerprint.
+
+        A read-only checkpointer (a data-parallel rank other than 0) writes nothing.
+        """
+        if not self.read_only:
+            self._write(name, {"fingerprint": self.fingerprint, **state})
 
     def load(self, name=FILE):
         """The checkpoint ``name``, or None when there is none.

@@ -222,8 +222,9 @@ def train_label_classifiers(X, Y, candidates, *, C=1.0, loss="squared_hinge", bi
     row_nnz = np.diff(X.indptr).astype(np.int64)
     total = int(row_nnz[R.indices].sum())
     n_threads = max(1, joblib.effective_n_jobs(n_jobs))
-    # several chunks per thread so that threads stay busy, each bounded in memory
-    chunks = _chunks(R, max(1_000_000, min(chunk_nnz, total // (4 * n_threads) + 1)), row_nnz)
+    # several chunks per worker (threads, processes or a cluster's workers) so that all stay busy, each
+    # bounded in memory and not so small that the per-chunk overhead dominates
+    chunks = _chunks(R, min(chunk_nnz, max(50_000, total // (4 * n_threads) + 1)), row_nnz)
     logger.info("sparse ranker: %d labels, %d training pairs, %d chunks", L, R.nnz, len(chunks))
     jobs = (delayed(_solve_chunk)(X, R, ch, param_str, bias, weight_threshold, n_dense, remap_columns, seed)
             for ch in chunks)

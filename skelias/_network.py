@@ -319,13 +319,17 @@ def _is_gold(labels, gold_keys, n_labels):
     return _search(gold_keys, _row_keys(labels, n_labels))[1]
 
 
-def gold_tensors(Y_rows, parent, n_clusters, device):
-    """For a CSR batch of labels: sorted gold keys, (N, P) gold labels (pad L) and their parents (pad C)."""
+def gold_tensors(Y_rows, parent, n_clusters, device, width=None):
+    """For a CSR batch of labels: sorted gold keys, (N, P) gold labels (pad L) and their parents (pad C).
+
+    ``width``: at least this many gold columns P (a data-parallel rank pads to the global batch's P, so
+    that L_s keeps the global batch's normalisation).
+    """
     L = Y_rows.shape[1]
     n_per = np.diff(Y_rows.indptr)
     rows = np.repeat(np.arange(Y_rows.shape[0]), n_per)
     keys = torch.from_numpy(rows * (L + 1) + Y_rows.indices.astype(np.int64)).to(device)
-    P = max(int(n_per.max()) if n_per.size else 0, 1)
+    P = max(int(n_per.max()) if n_per.size else 0, 1, width or 0)
     gold = torch.full((Y_rows.shape[0], P), L, dtype=torch.int64, device=device)
     if Y_rows.nnz:
         pos = np.arange(Y_rows.nnz) - Y_rows.indptr[rows]

@@ -224,10 +224,14 @@ class StageTrainer:
     evaluate : callable or None, default=None
         ``evaluate(net) -> float`` after every epoch (e.g. :func:`validation_ndcg`); the
         best-scoring epoch's parameters are restored at the end of :meth:`fit`.
+    parallel : skelias._distributed.DataParallel or None, default=None
+        Data-parallel training: this rank trains on its share of every batch and the gradients are
+        summed across the ranks before each optimizer step (every rank takes the same step).
     """
 
-    def __init__(self, net, config, rng, evaluate=None):
+    def __init__(self, net, config, rng, evaluate=None, parallel=None):
         self.net, self.config, self.rng, self.evaluate = net, config, rng, evaluate
+        self.parallel = parallel
         self.step = 0
         #: ``on_epoch_end(trainer, epoch, history, best)`` after every completed epoch (e.g. a checkpoint)
         self.on_epoch_end = None
@@ -356,7 +360,11 @@ class StageTrainer:
         totals = np.zeros(3)
         for b in bar:
             rows = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            losses = self.train_step(X[rows], Y[rows], last=b == n_batches - 1)
+            if self.parallel is not None:  # this rank's share of the global batch
+                n_global, rows = rows.size, self.parallel.shard(rows)
+                losses = self.train_step(X[rows], Y[rows], last=b == n_batches - 1, weight=rows.size / n_global)
+            else:
+                losses = self.train_step(X[rows], Y[rows], last=b == n_batches - 1)
             if not math.isfinite(losses[0]):
                 raise self.diverged(epoch, f"the loss of step {b + 1}")
             totals += losses
@@ -365,7 +373,7 @@ class StageTrainer:
         loss, loss_c, loss_s = (totals / n_batches).tolist()
         return {"epoch": epoch + 1, "loss": loss, "loss_c": loss_c, "loss_s": loss_s}
 
-    def train_step(self, X_rows, Y_rows, last=False):
+    def train_step(self, X_rows, Y_rows, last=False, weight=1.0):
         """One batch: forward (teacher-forced, Eq. 3–4), loss, backward, optimizer and scheduler steps.
 
         Parameters
@@ -374,18 +382,36 @@ class StageTrainer:
         Y_rows : csr_matrix (n, L)
         last : bool, default=False
             Last batch of the epoch: the index optimizer steps even inside an accumulation window.
+        weight : float, default=1.0
+            Data-parallel training: this rank's share of the global batch (its gradients are summed
+            across the ranks with this weight).
 
         Returns
         -------
         (loss, loss_c, loss_s) : tuple of float
+            Of the global batch under data-parallel training.
         """
         cfg, net = self.config, self.net
-        batch = net.encoder.make_batch(X_rows, cfg.device)
-        keys, gold, parents = gold_tensors(Y_rows, net.parent, net.n_clusters, cfg.device)
-        with cfg.autocast():
-            out = net(batch, gold_parents=parents, gold_labels=gold)
-        loss, loss_c, loss_s = self.get_loss(out, keys)
-        loss.backward()
+        index_params = [p for g in (self.index_optimizer.param_groups if self.index_optimizer else ())
+                        for p in g["params"]]
+        stashed = self.parallel.stash(index_params) if self.parallel is not None else None
+        width = None
+        if self.parallel is not None:  # L_s is normalised by the global batch's gold width P
+            width = self.parallel.all_max(int(np.diff(Y_rows.indptr).max(initial=0)))
+        if Y_rows.shape[0]:
+            batch = net.encoder.make_batch(X_rows, cfg.device)
+            keys, gold, parents = gold_tensors(Y_rows, net.parent, net.n_clusters, cfg.device, width=width)
+            with cfg.autocast():
+                out = net(batch, gold_parents=parents, gold_labels=gold)
+            loss, loss_c, loss_s = self.get_loss(out, keys)
+            loss.backward()
+            losses = [float(loss.detach()), float(loss_c), float(loss_s)]
+        else:  # a rank without rows in a short last batch contributes zero gradients
+            losses = [0.0, 0.0, 0.0]
+        if self.parallel is not None:
+            self.parallel.reduce_gradients(net.named_parameters(), weight, row_sparse_names=("label_weight",))
+            self.parallel.unstash(index_params, stashed)
+            losses = self.parallel.all_sum([v * weight for v in losses])
         self.row_sparse.densify()
         for opt in self.encoder_optimizers:
             opt.step()
@@ -397,7 +423,7 @@ class StageTrainer:
         for s in self.schedulers:
             s.step()
         self.step += 1
-        return float(loss.detach()), float(loss_c), float(loss_s)
+        return tuple(losses)
 
     def get_loss(self, out, gold_keys):
         """Eq. 7–8: ``(L_c + λ·L_s, L_c, L_s)`` of a forward pass (see :func:`~skelias._network.elias_loss`)."""

@@ -17,6 +17,7 @@ from sklearn.utils import check_random_state
 
 from ._base import TopKOutputMixin, fit_aside, require_fitted, store_params
 from ._checkpoint import Checkpointer, fingerprint, rng_state, set_rng_state
+from ._distributed import join_process_group, rank_device
 from ._inputs import HybridFeatures, HybridTexts, TextRows, pifa_blocks
 from ._labels import LabelIndexer, as_targets, is_label_matrix, target_kind
 from ._logging import logger, verbose_logging
@@ -194,6 +195,16 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
     device : str, default="auto"
         Where the network trains and predicts: "cpu", "cuda", "cuda:N" or "auto" (CUDA when
         available). Mixed precision (bf16) only on CUDA.
+    distributed : "auto" or False, default="auto"
+        Data-parallel training when the script runs under ``torchrun`` (or ``accelerate launch``):
+        ``"auto"`` joins the process group the launcher describes (``WORLD_SIZE`` > 1), initialising it
+        when needed (gloo on CPU, NCCL on CUDA with one GPU per local rank). Every rank must call ``fit``
+        with the same data; each global batch of ``batch_size`` rows is split across the ranks and the
+        gradients are summed every step, so every rank ends with the same model. The clustering, the
+        stage-2 index and the validation scores are computed on rank 0 and broadcast; only rank 0 writes
+        checkpoints. ``False``: train in this process only.
+    distributed_timeout : float, default=1800.0
+        Seconds a collective waits for the other ranks before failing (a rank that died or hangs).
     random_state : int, RandomState or None, default=None
         Seeds the clustering, the initialisation, the batch order and the validation split.
     verbose : int, default=0
@@ -213,6 +224,11 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         Per-epoch losses (and validation nDCG@5) of both stages.
     fit_time_ : dict
         Seconds spent in clustering, stage 1, stage-2 initialisation and stage 2.
+    world_size_ : int
+        Number of processes that trained the model (1 without ``torch.distributed``).
+    communication_ : dict or None
+        Data-parallel fits: gradient bytes this rank sent per step (``bytes_per_step``) against dense
+        all-reduces of the same gradients (``dense_bytes_per_step``); None for a single process.
     label_frequency_ : ndarray (n_labels,) float32
         Training positives of each label.
     finetuned_pretrained_ : bool
@@ -285,6 +301,8 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         "memory": [None, str, os.PathLike, HasMethods(["cache"])],
         "checkpoint_dir": [None, str, os.PathLike],
         "device": [str, torch.device],
+        "distributed": [StrOptions({"auto"}), "boolean"],
+        "distributed_timeout": [positive_real],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -296,7 +314,7 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
                  lr=0.01, lr_encoder=None, stage2_lr_factor=0.1, lr_adjacency=None, adjacency_init="tree",
                  weight_decay="auto", embedding_optimizer="adamw", warmup=0.1, accumulation_steps=1,
                  validation_size=None, k=5, label_scoring="auto", memory=None, checkpoint_dir=None, device="auto",
-                 random_state=None, verbose=0):
+                 distributed="auto", distributed_timeout=1800.0, random_state=None, verbose=0):
         store_params(self, locals())
 
     # ------------------------------------------------------------------ fit
@@ -321,6 +339,10 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
     def _fit(self, X, y):
         self._check_params()
         device = _resolve_device(self.device)
+        self._parallel = join_process_group(self.distributed, device, self.distributed_timeout)
+        if self._parallel is not None:
+            device = rank_device(device)
+            self._parallel.device = device if device.type == "cuda" else torch.device("cpu")
         try:
             with _own_torch_rng(device):
                 return self._fit_with_torch_rng(X, y, device)
@@ -334,6 +356,9 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         t_start = time.perf_counter()
         X, Y = self._prepare_inputs(X, y, device)
         rs = check_random_state(self.random_state)
+        parallel = self._parallel
+        if parallel is not None and self.random_state is None:  # one draw for every rank
+            rs = np.random.RandomState(parallel.broadcast(int(rs.randint(2**31 - 1))))
         seed = int(rs.randint(2**31 - 1))
         torch.manual_seed(seed)
         X_tr, Y_tr, evaluate = self._validation_split(X, Y, rs, device)
@@ -352,6 +377,12 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         if self.n_epochs_stage2 > 0:
             net = self._train_stage2(net, tree, X_tr, Y_tr, config, rs, seed, evaluate, device, ckpt, saved)
         self.network_ = net
+        self.world_size_ = 1 if parallel is None else parallel.world_size
+        self.communication_ = None if parallel is None else parallel.stats()
+        if parallel is not None:
+            logger.info("data-parallel fit over %d ranks: %.0f gradient bytes sent per step and rank (dense "
+                        "all-reduces: %.0f)", parallel.world_size, self.communication_["bytes_per_step"],
+                        self.communication_["dense_bytes_per_step"])
         self.fit_time_["total"] = time.perf_counter() - t_start
         return self
 
@@ -394,6 +425,10 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         val, tr = perm[:n_val], perm[n_val:]
         evaluate = validation_ndcg(X[val], Y[val], batch_size=self.batch_size, device=device,
                                    use_amp=device.type == "cuda")
+        parallel = getattr(self, "_parallel", None)
+        if parallel is not None:  # scored on rank 0, the decision broadcast
+            score = evaluate
+            evaluate = lambda net: parallel.broadcast(score(net) if parallel.rank == 0 else None)
         return X[tr], Y[tr], evaluate
 
     def _build_stage1_index(self, X, Y, rs):
@@ -406,6 +441,8 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         sparse, dense = pifa_blocks(X, vectorizer=self.vectorizer_, embed=self._embed)
         t0 = time.perf_counter()
         tree = cluster_labels(Y, sparse, dense, n_clusters=C, random_state=rs, verbose=bool(self.verbose))
+        if getattr(self, "_parallel", None) is not None:  # rank 0's clustering on every rank
+            tree = self._parallel.broadcast(tree)
         if self.verbose:
             logger.info("clustered %d labels into %d clusters (PIFA + balanced k-means), %.1f s", L, tree.n_clusters,
                         time.perf_counter() - t0)
@@ -447,8 +484,11 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         if self.checkpoint_dir is None:
             return None, None
         params = {k: v for k, v in self.get_params(deep=False).items()
-                  if k not in ("checkpoint_dir", "verbose", "memory", "device")}
-        ckpt = Checkpointer(self.checkpoint_dir, fingerprint(params, X, Y))
+                  if k not in ("checkpoint_dir", "verbose", "memory", "device", "distributed_timeout")}
+        parallel = getattr(self, "_parallel", None)
+        # every rank resumes from the checkpoint; only rank 0 writes
+        ckpt = Checkpointer(self.checkpoint_dir, fingerprint(params, X, Y),
+                            read_only=parallel is not None and parallel.rank != 0)
         return ckpt, ckpt.load()
 
     def _epoch_checkpoint(self, ckpt, stage, rs):
@@ -482,7 +522,7 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
             net.load_state_dict(stage1["net"])
             self.history_ = stage1["history"]
             return
-        trainer = StageTrainer(net, config, rs, evaluate)
+        trainer = StageTrainer(net, config, rs, evaluate, parallel=getattr(self, "_parallel", None))
         trainer.on_epoch_end = self._epoch_checkpoint(ckpt, 1, rs)
         resume = None if saved is None else self._resume_from(saved, net, rs)
         self.history_ = [dict(stage=1, **h) for h in trainer.fit(X, Y, resume=resume)]
@@ -502,6 +542,8 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         kappa = min(self.kappa if self.kappa is not None else 10 * -(-L // C), L)
         M = cluster_matching_matrix(net, X, make_batch=net.encoder.make_batch, batch_size=1024, device=device)
         a_ind, a_mask, a_values = stage2_adjacency(M, Y, kappa, tree.adjacency(), self.adjacency_init, self.beta)
+        if getattr(self, "_parallel", None) is not None:  # rank 0's index on every rank
+            a_ind, a_mask, a_values = self._parallel.broadcast((a_ind, a_mask, a_values))
         net.set_adjacency(a_ind, a_mask, seed=seed + 1, a_values=a_values)
         self.fit_time_["stage2_init"] = time.perf_counter() - t0
         if self.verbose:
@@ -510,7 +552,7 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         t0 = time.perf_counter()
         config2 = config.scaled(self.stage2_lr_factor, n_epochs=self.n_epochs_stage2, desc="stage 2",
                                 lr_adjacency=self.lr_adjacency if self.lr_adjacency is not None else self.lr)
-        trainer = StageTrainer(net, config2, rs, evaluate)
+        trainer = StageTrainer(net, config2, rs, evaluate, parallel=getattr(self, "_parallel", None))
         trainer.on_epoch_end = self._epoch_checkpoint(ckpt, 2, rs)
         resume = self._resume_from(saved, net, rs) if resuming else None
         try:

@@ -13,11 +13,14 @@ import hashlib
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from ._logging import logger
 
 __all__ = ["EmbeddingCache", "PretrainedFiles", "PretrainedTextEmbedder", "export_pretrained", "load_pretrained",
            "materialize_pretrained", "model_pooling", "pool", "resolve_pretrained_path"]
@@ -192,19 +195,30 @@ class PretrainedTextEmbedder:
         Progress bar over batches.
     download : bool, default=False
         Allow downloading a Hugging Face Hub id that is not in the local cache.
+    backend : {"auto", "torch", "onnx"}, default="auto"
+        What runs the forward pass on the CPU: ``"onnx"``, ONNX Runtime on the model exported once in
+        memory (``pip install "skelias[fast]"``; the same embeddings to float precision, faster);
+        ``"torch"``; ``"auto"``: ONNX Runtime when it is installed and the export succeeds, else torch.
+        A CUDA device always uses torch.
     """
 
     def __init__(self, model, max_length=64, batch_size=64, pooling="mean", device="cpu", verbose=False,
-                 download=False):
+                 download=False, backend="auto"):
         if pooling == "auto":
             pooling = model_pooling(model)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be 'mean', 'cls' or 'auto'; got {pooling!r}.")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}.")
         self.tokenizer, self.model = load_pretrained(model, verbose=verbose, download=download)
         self.model.eval().to(device)
         self.device = torch.device(device)
         self.max_length, self.batch_size, self.pooling, self.verbose = max_length, batch_size, pooling, verbose
         self.dim = int(self.model.config.hidden_size)
+        self._onnx, self._sessions = None, {}
+        if backend != "torch" and self.device.type == "cpu":
+            self._onnx = _export_onnx(model, download, required=backend == "onnx")
+        self.backend = "onnx" if self._onnx is not None else "torch"
 
     @torch.no_grad()
     def embed(self, texts):
@@ -214,13 +228,95 @@ class PretrainedTextEmbedder:
         starts = range(0, len(texts), self.batch_size)
         for start in tqdm(starts, desc="pretrained encoder", disable=not self.verbose, leave=False):
             idx = order[start : start + self.batch_size]
-            enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                 max_length=self.max_length, return_tensors="pt").to(self.device)
+            batch = [texts[i] for i in idx]
+            if self._onnx is not None:
+                out[idx] = self._embed_onnx(batch)
+                continue
+            enc = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length,
+                                 return_tensors="pt").to(self.device)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
                 hidden = self.model(**enc).last_hidden_state.float()
             pooled = pool(hidden, enc["attention_mask"], self.pooling)
             out[idx] = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
         return out
+
+    def _session(self):
+        """An ONNX Runtime session with as many threads as torch uses now (one per thread count)."""
+        import onnxruntime as ort
+
+        threads = torch.get_num_threads()
+        if threads not in self._sessions:
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+            self._sessions[threads] = ort.InferenceSession(self._onnx, opts, providers=["CPUExecutionProvider"])
+        return self._sessions[threads]
+
+    def _embed_onnx(self, batch):
+        enc = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
+        session = self._session()
+        feeds = {i.name: enc[i.name].astype(np.int64) for i in session.get_inputs()}
+        hidden = torch.from_numpy(session.run(None, feeds)[0])
+        pooled = pool(hidden, torch.from_numpy(enc["attention_mask"]), self.pooling)
+        return torch.nn.functional.normalize(pooled, dim=-1).numpy()
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_sessions"] = {}  # ONNX Runtime sessions are rebuilt from the exported bytes
+        return state
+
+
+BACKENDS = ("auto", "torch", "onnx")
+
+
+class _Encoder(torch.nn.Module):
+    """The transformer's token states as a plain function of its inputs (what the ONNX export traces)."""
+
+    def __init__(self, model, names):
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, *inputs):
+        return self.model(**dict(zip(self.names, inputs, strict=True))).last_hidden_state
+
+
+def _export_onnx(model, download=False, required=False):
+    """The frozen transformer exported to ONNX (bytes), or None when ONNX Runtime or the export is unavailable.
+
+    The model is loaded again with eager attention, whose masked softmax exports exactly (the embeddings
+    then equal torch's to float precision).
+    """
+    try:
+        import io
+
+        import onnxruntime  # noqa: F401 - the export is useless without the runtime
+        from transformers import AutoModel
+
+        path = resolve_pretrained_path(model)
+        from transformers.utils import logging as hf_logging
+
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            eager = AutoModel.from_pretrained(path, local_files_only=not download, attn_implementation="eager").eval()
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
+        tok_names = ["input_ids", "attention_mask"] + (
+            ["token_type_ids"] if getattr(eager.config, "type_vocab_size", 0) else [])
+        example = tuple(torch.ones((1, 4), dtype=torch.int64) for _ in tok_names)
+        buf = io.BytesIO()
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(_Encoder(eager, tok_names), example, buf, input_names=tok_names,
+                              output_names=["hidden"], opset_version=17, dynamo=False,
+                              dynamic_axes={n: {0: "batch", 1: "tokens"} for n in [*tok_names, "hidden"]})
+        return buf.getvalue()
+    except Exception as exc:
+        if required:
+            raise ValueError(f"backend='onnx' needs onnxruntime and onnx (pip install \"skelias[fast]\") and a "
+                             f"model that exports to ONNX: {exc}") from exc
+        logger.info("ONNX Runtime unavailable for the pretrained encoder (%s); using torch", exc)
+        return None
 
 
 class EmbeddingCache:

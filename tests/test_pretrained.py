@@ -1,5 +1,8 @@
+import pickle
+
 import numpy as np
 import pytest
+import torch
 
 from skelias import ELIASClassifier
 from skelias.datasets import load_cooking_stackexchange
@@ -198,3 +201,24 @@ def test_pooling_follows_the_sentence_transformers_config(tiny_bert, tmp_path, c
     assert forced.pretrained_pooling_ == "mean"
     with pytest.raises(ValueError, match="pretrained_download=True allows a download"):
         PretrainedTextEmbedder("no-such-org/no-such-model")
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_onnx_runtime_backend_gives_torch_embeddings(tiny_bert, cooking, pooling):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    texts, _ = cooking
+    fast = PretrainedTextEmbedder(tiny_bert, pooling=pooling, backend="onnx", batch_size=16)
+    ref = PretrainedTextEmbedder(tiny_bert, pooling=pooling, backend="torch", batch_size=16)
+    assert fast.backend == "onnx" and ref.backend == "torch"
+    np.testing.assert_allclose(fast.embed(texts[:50]), ref.embed(texts[:50]), atol=2e-5)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a session per thread count, the same embeddings
+    try:
+        np.testing.assert_allclose(fast.embed(texts[:5]), ref.embed(texts[:5]), atol=2e-5)
+    finally:
+        torch.set_num_threads(threads)
+    again = pickle.loads(pickle.dumps(fast))
+    np.testing.assert_allclose(again.embed(texts[:5]), ref.embed(texts[:5]), atol=2e-5)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        PretrainedTextEmbedder(tiny_bert, backend="tensorrt")

@@ -60,9 +60,16 @@ def average_topk(candidates, n_labels, k):
 
 
 def _reseed(estimator, seed):
-    """Set every ``random_state`` parameter of ``estimator`` (nested ones included) to ``seed``."""
+    """Set every ``random_state`` parameter of ``estimator`` (nested ones included) to ``seed``.
+
+    A ``FrozenEstimator`` member is used as it is (already fitted, never re-seeded).
+    """
+    from sklearn.frozen import FrozenEstimator
+
+    if isinstance(estimator, FrozenEstimator):
+        return estimator
     params = {k: seed for k in estimator.get_params(deep=True) if k == "random_state" or k.endswith("__random_state")}
-    return estimator.set_params(**params)
+    return estimator.set_params(**params) if params else estimator
 
 
 class TopKEnsemble(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):

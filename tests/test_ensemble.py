@@ -1,6 +1,7 @@
 """TopKEnsemble (skelias.ensemble): the members' scores averaged over their top candidates."""
 
 import numpy as np
+import pytest
 
 from skelias import KNNLabelClassifier, TopKEnsemble
 
@@ -24,3 +25,19 @@ def test_ensemble_averages_members_scores(cooking):
 
 def test_sklearn_estimator_checks(estimator_checks):
     estimator_checks(TopKEnsemble(KNNLabelClassifier(n_neighbors=3), n_estimators=2, n_candidates=5))
+
+
+def test_heterogeneous_members_and_frozen_members(cooking):
+    from sklearn.frozen import FrozenEstimator
+
+    from skelias import KNNLabelClassifier, TopKEnsemble, XRLinearClassifier
+
+    texts, labels = cooking
+    knn = KNNLabelClassifier(n_neighbors=10).fit(texts[:900], labels[:900])
+    ens = TopKEnsemble([XRLinearClassifier(max_leaf_size=30), FrozenEstimator(knn)], n_candidates=20,
+                       random_state=0).fit(texts[:900], labels[:900])
+    assert len(ens.estimators_) == 2 and ens.estimators_[1].estimator is knn  # the frozen member is used as is
+    names, _ = ens.predict_topk(texts[900:1000], 5)
+    assert np.mean([n[0] in set(y) for n, y in zip(names, labels[900:1000], strict=True)]) > 0.3
+    with pytest.raises(ValueError, match="at least one estimator"):
+        TopKEnsemble([]).fit(texts[:100], labels[:100])

@@ -360,6 +360,8 @@ def train_tree_layer(X, Y, parent, active, *, Cp=1.0, Cn=1.0, loss="squared_hing
     n_threads = max(1, joblib.effective_n_jobs(n_jobs))
     child_cost = np.maximum(parent_nnz[parent[children]], 1)
     total = int(child_cost.sum())
+    if total < 20_000_000:  # a small layer: starting workers would cost more than the solves
+        n_jobs, n_threads = 1, 1
     # a unit builds its parent's problem once: split a parent only to keep the threads busy
     unit_budget = max(total // (2 * n_threads), 1) if n_threads > 1 else total + 1
     budget = max(total // (8 * n_threads), 1) if n_threads > 1 else total + 1

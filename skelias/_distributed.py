@@ -113,14 +113,16 @@ class DataParallel:
             if g is not None:
                 p.grad = g if p.grad is None else p.grad + g
 
-    def reduce_gradients(self, named_params, weight, row_sparse_names=()):
+    def reduce_gradients(self, named_params, weight, row_sparse_names=(), touched=None):
         """Sum ``weight · grad`` over the ranks in place: the batch gradient when ``weight`` is this rank's
         share of the global batch (its rows / the batch's rows).
 
         Sparse gradients are all-gathered as (indices, values); the dense gradients named in
         ``row_sparse_names`` (e.g. W_L, whose untouched rows are zero) exchange only the union of the
-        ranks' non-zero rows; every other gradient is flattened into one all-reduce.
+        ranks' non-zero rows (``touched[name]``: those rows when the caller knows them, e.g. the shortlisted
+        labels, instead of a scan of the gradient); every other gradient is flattened into one all-reduce.
         """
+        touched = touched or {}
         dense = []
         for name, p in named_params:
             if not p.requires_grad:
@@ -131,7 +133,7 @@ class DataParallel:
             if p.grad.is_sparse:
                 p.grad = self._gather_sparse(p.grad, weight)
             elif name in row_sparse_names:
-                self._reduce_rows(p.grad, weight)
+                self._reduce_rows(p.grad, weight, touched.get(name))
             else:
                 dense.append(p.grad)
         if dense:
@@ -166,8 +168,9 @@ class DataParallel:
         all_val = self._gather_padded(val, sizes)
         return torch.sparse_coo_tensor(all_idx[None], all_val, grad.shape, check_invariants=False)  # duplicates sum
 
-    def _reduce_rows(self, grad, weight):
-        rows = torch.nonzero(grad.abs().sum(dim=1)).flatten()
+    def _reduce_rows(self, grad, weight, rows=None):
+        if rows is None:
+            rows = torch.nonzero(grad.abs().sum(dim=1)).flatten()
         sizes = self._sizes(rows.numel())
         union = torch.unique(self._gather_padded(rows, sizes))
         sub = grad[union].mul_(weight)

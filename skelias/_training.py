@@ -406,10 +406,14 @@ class StageTrainer:
             loss, loss_c, loss_s = self.get_loss(out, keys)
             loss.backward()
             losses = [float(loss.detach()), float(loss_c), float(loss_s)]
+            shortlisted = out["labels"]
         else:  # a rank without rows in a short last batch contributes zero gradients
             losses = [0.0, 0.0, 0.0]
-        if self.parallel is not None:
-            self.parallel.reduce_gradients(net.named_parameters(), weight, row_sparse_names=("label_weight",))
+            shortlisted = torch.zeros(0, dtype=torch.int64, device=cfg.device)
+        if self.parallel is not None:  # W_L's gradient lives on the shortlisted labels' rows only
+            rows = torch.unique(shortlisted)
+            self.parallel.reduce_gradients(net.named_parameters(), weight, row_sparse_names=("label_weight",),
+                                           touched={"label_weight": rows[rows < net.n_labels]})
             self.parallel.unstash(index_params, stashed)
             losses = self.parallel.all_sum([v * weight for v in losses])
         self.row_sparse.densify()

@@ -109,6 +109,8 @@ def main():
     p.add_argument("--n-labels", type=int, default=1_000_000)
     p.add_argument("--n-docs", type=int, default=20_000)
     p.add_argument("--n-features", type=int, default=100_000)
+    p.add_argument("--processes", type=int, nargs="*", default=[1, 2], help="ELIAS runs with these process counts")
+    p.add_argument("--skip-reranker", action="store_true")
     p.add_argument("--out", default=None, help="write the rows as a results JSON here")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--work", default=None, help=argparse.SUPPRESS)
@@ -119,7 +121,7 @@ def main():
         base = [sys.executable, "-m", __spec__.name, "--worker", "--work", work, "--n-labels", str(args.n_labels),
                 "--n-docs", str(args.n_docs), "--n-features", str(args.n_features)]
         rows = []
-        for nproc in (1, 2):
+        for nproc in args.processes:
             env = dict(os.environ, OMP_NUM_THREADS=str(2 // nproc))
             cmd = base if nproc == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
                                            f"--nproc_per_node={nproc}", "-m", __spec__.name, *base[3:]]
@@ -133,9 +135,10 @@ def main():
                    "peak_rss_gib": max(r["peak_rss_gib"] for r in recs)}
             rows.append(row)
             print(json.dumps(row), flush=True)
-        ranker, same = reranker_rows(argparse.Namespace(**{**vars(args), "work": work}))
-        rows += ranker
-        print("re-ranker weights identical for every backend:", same)
+        if not args.skip_reranker and 1 in args.processes:
+            ranker, same = reranker_rows(argparse.Namespace(**{**vars(args), "work": work}))
+            rows += ranker
+            print("re-ranker weights identical for every backend:", same)
     columns = [["model", "model", "{}"], ["wall_s", "wall s", "{:.0f}"], ["clustering_s", "clustering s", "{:.0f}"],
                ["stage1_epoch_s", "stage-1 epoch s", "{:.0f}"], ["stage2_epoch_s", "stage-2 epoch s", "{:.0f}"],
                ["reranker_fit_s", "re-ranker fit s", "{:.0f}"], ["peak_rss_gib", "peak RSS GiB / process", "{:.2f}"],

@@ -24,11 +24,11 @@ import time
 import numpy as np
 from sklearn.frozen import FrozenEstimator
 
-from skelias import LabelIndexer, ScoreCalibrator, SparseReranker, XRLinearClassifier, top_k
-from skelias.datasets import load_text_dataset
+from skelias import ScoreCalibrator, SparseReranker, XRLinearClassifier
 
-from ._common import average_topk, parse_params, peer_tfidf, union_metrics
-from .bench_speed import latencies, pecos_row, saved_mib
+from ._common import average_topk, parse_params, union_metrics
+from .bench_peers import features
+from .bench_speed import latencies, pecos_result, saved_mib
 
 METRIC_KEYS = ("P@1", "P@5", "PSP@5", "R@100")
 
@@ -66,13 +66,8 @@ def main():
     p.add_argument("--out", default=None, help="write the rows as a results JSON here")
     args = p.parse_args()
 
-    tr, ytr = load_text_dataset(args.data, "train")
-    te, yte = load_text_dataset(args.data, "test")
-    vec = peer_tfidf().fit(tr)
-    Xtr, Xte = vec.transform(tr), vec.transform(te)
-    li = LabelIndexer().fit(ytr)
-    Ytr = li.transform(ytr)
-    n_q = min(args.n_queries, len(te))
+    Xtr, Ytr, Xte, li, ytr, yte = features(args.data)  # the peers' TF-IDF
+    n_q = min(args.n_queries, Xte.shape[0])
     single = [Xte[i] for i in range(n_q)]
     rows = []
 
@@ -81,10 +76,8 @@ def main():
         print(json.dumps(row), flush=True)
 
     if not args.skip_pecos:
-        P, row = pecos_row(Xtr, Ytr, Xte, n_q)
-        idx, scores = top_k(P, min(100, P.shape[1]))
-        m = union_metrics(li.classes_, idx, scores, ytr, yte)
-        emit({"model": "PECOS XR-Linear (libpecos)", **row, **{k: m[k] for k in METRIC_KEYS}})
+        emit({"model": "PECOS XR-Linear (libpecos)", **pecos_result(Xtr, Ytr, Xte, n_q, li.classes_, ytr, yte,
+                                                                     METRIC_KEYS)})
 
     def measure(name, model, fit_s, topk_name=None):
         t0 = time.perf_counter()
@@ -110,8 +103,8 @@ def main():
     measure("XRLinearClassifier, TFN+MAN", man, time.perf_counter() - t0)
 
     if not args.skip_chain:  # ELIAS++'s re-ranker and calibrator on XR-Linear's candidates
-        n_val = min(args.validation_size, len(tr) // 5)
-        perm = np.random.RandomState(0).permutation(len(tr))
+        n_val = min(args.validation_size, Xtr.shape[0] // 5)
+        perm = np.random.RandomState(0).permutation(Xtr.shape[0])
         val, fit = np.sort(perm[:n_val]), np.sort(perm[n_val:])
         t0 = time.perf_counter()
         base = XRLinearClassifier(**params).fit(Xtr[fit], [ytr[i] for i in fit])

@@ -48,7 +48,7 @@ from ._validation import (
 )
 from .cluster import cluster_labels, default_n_clusters
 from .encoders import DenseMLPEncoder, HybridEncoder, SparseBagEncoder, TransformerEncoder
-from .index import ADJACENCY_INITS, padded_adjacency, stage2_adjacency
+from .index import ADJACENCY_INITS, padded_adjacency, prune_edges, stage2_adjacency
 
 __all__ = ["ELIASClassifier"]
 
@@ -732,25 +732,10 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         ELIASClassifier
             Every label keeps its strongest edge, so none becomes unreachable.
         """
-
         require_fitted(self, "network_")
-        A = self.adjacency_matrix().tocoo()
-        c, l, v = A.row, A.col, A.data
-        keep = np.ones(v.size, dtype=bool)
-        if threshold is not None:
-            keep &= v >= threshold
         if top_k is not None:
             check_k(top_k, name="top_k")
-            order = np.lexsort((-v, c))
-            first = np.searchsorted(c[order], c[order], side="left")
-            rank = np.empty(v.size, dtype=np.int64)
-            rank[order] = np.arange(v.size) - first
-            keep &= rank < top_k
-        order = np.lexsort((-v, l))  # every label keeps its strongest edge
-        is_first = np.ones(v.size, dtype=bool)
-        is_first[1:] = l[order][1:] != l[order][:-1]
-        keep[order[is_first]] = True
-        P = sp.csr_matrix((v[keep], (c[keep], l[keep])), shape=A.shape)
+        P = prune_edges(self.adjacency_matrix(), threshold, top_k)
         pruned = copy.deepcopy(self)
         a_ind, a_mask, scores = padded_adjacency(P, self.network_.n_labels)
         with np.errstate(divide="ignore"):

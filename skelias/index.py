@@ -29,6 +29,7 @@ __all__ = [
     "max_over_paths",
     "max_over_paths_dense",
     "padded_adjacency",
+    "prune_edges",
     "shortlist_clusters",
     "shortlist_labels",
     "stage2_adjacency",
@@ -376,6 +377,40 @@ def stage2_adjacency(M, Y, kappa, tree_adjacency, init="tree", beta=150.0):
         values = np.log(np.clip(np.where(a_mask, a_val, 0) / rowmax, 1e-3, 1.0)).astype(np.float32)
         return a_ind, a_mask, values
     return a_ind, a_mask, None
+
+
+def prune_edges(A, threshold=None, top_k=None):
+    """The strong edges of an index (paper App. E): ``A``'s edges with score ≥ ``threshold`` and among each
+    cluster's ``top_k`` strongest; every label keeps its strongest edge, so none becomes unreachable.
+
+    Parameters
+    ----------
+    A : sparse matrix (n_clusters, n_labels)
+        Edge scores ŝ_{c,l} (e.g. :meth:`~skelias.ELIASClassifier.adjacency_matrix`).
+    threshold : float, optional
+    top_k : int, optional
+
+    Returns
+    -------
+    csr_matrix (n_clusters, n_labels)
+        The kept edges with their scores.
+    """
+    A = sp.coo_matrix(A)
+    c, lab, v = A.row, A.col, A.data
+    keep = np.ones(v.size, dtype=bool)
+    if threshold is not None:
+        keep &= v >= threshold
+    if top_k is not None:  # rank of each edge within its cluster, strongest first
+        order = np.lexsort((-v, c))
+        first = np.searchsorted(c[order], c[order], side="left")
+        rank = np.empty(v.size, dtype=np.int64)
+        rank[order] = np.arange(v.size) - first
+        keep &= rank < top_k
+    order = np.lexsort((-v, lab))  # every label keeps its strongest edge
+    is_first = np.ones(v.size, dtype=bool)
+    is_first[1:] = lab[order][1:] != lab[order][:-1]
+    keep[order[is_first]] = True
+    return sp.csr_matrix((v[keep], (c[keep], lab[keep])), shape=A.shape)
 
 
 def label_parents(a_indices, a_mask, a_values, n_labels):

@@ -35,6 +35,7 @@ from ._validation import (
     non_negative_real,
     positive_int,
     positive_real,
+    topk_to_indicator,
 )
 from .cluster import LabelTree, cluster_labels
 
@@ -370,7 +371,7 @@ class XRLinearClassifier(TopKOutputMixin, BaseEstimator):
             if self.negative_sampling == "tfn":
                 active = tfn
             else:
-                man = _beam_indicator(beam_idx, n_parents)
+                man = topk_to_indicator(beam_idx, n_parents)
                 active = man if self.negative_sampling == "man" else (tfn + man)
             W, b = train_tree_layer(Xf, targets[t], parent, active, Cp=self.Cp, Cn=self.Cn, loss=self.loss,
                                     bias=self.bias, tol=self.tol, threshold=self.threshold, n_jobs=self.n_jobs,
@@ -386,7 +387,7 @@ class XRLinearClassifier(TopKOutputMixin, BaseEstimator):
             self.fit_time_[f"layer {t + 1}"] = time.perf_counter() - t0
             logger.info("XR-Linear layer %d/%d: %d nodes, %d weights, %.1f s", t + 1, len(chain), W.shape[0], W.nnz,
                         self.fit_time_[f"layer {t + 1}"])
-        self._coef_t = [W.T.tocsr() for W in self.coef_]
+        self._derive_search_tables()
 
     # ------------------------------------------------------------------ prediction
     def _n_scored(self):
@@ -427,13 +428,20 @@ class XRLinearClassifier(TopKOutputMixin, BaseEstimator):
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state.pop("_coef_t", None)  # derived from coef_
+        state.pop("_coef_t", None)  # derived from coef_ and parents_
+        state.pop("_children", None)
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         if "coef_" in state:
-            self._coef_t = [W.T.tocsr() for W in self.coef_]
+            self._derive_search_tables()
+
+    def _derive_search_tables(self):
+        """The transposed classifiers and each layer's children table, from ``coef_`` and ``parents_``."""
+        self._coef_t = [W.T.tocsr() for W in self.coef_]
+        sizes = [1] + [W.shape[0] for W in self.coef_[:-1]]
+        self._children = [_children_table(p, k) for p, k in zip(self.parents_, sizes, strict=True)]
 
 
 def grouped_chain(leaf_of_label, n_leaves, branching):
@@ -463,13 +471,6 @@ def grouped_chain(leaf_of_label, n_leaves, branching):
     leaf = np.asarray(leaf_of_label, dtype=np.int64)
     chain.append(sp.csr_matrix((np.ones(leaf.size, np.float32), (np.arange(leaf.size), leaf)), shape=(leaf.size, k_prev)))
     return chain
-
-
-def _beam_indicator(beam_idx, n_nodes):
-    """(n, n_nodes) CSR indicator of each row's beam nodes (-1 padding ignored)."""
-    keep = beam_idx >= 0
-    rows = np.nonzero(keep)[0]
-    return sp.csr_matrix((np.ones(rows.size, np.float32), (rows, beam_idx[keep])), shape=(beam_idx.shape[0], n_nodes))
 
 
 def _check_chain(chain, n_labels):

@@ -101,13 +101,14 @@ def expand_paths(clusters, log_cs, a_indices, log_es):
     labels : Tensor of shape (N, b'·κ), int64 (pad label ``L`` = ``a_indices`` padding)
     log_path : Tensor of shape (N, b'·κ), float32: ``log ŝ_c + log ŝ_{c,l}``; -inf for padding.
     """
-    N = clusters.shape[0]
+    N, b = clusters.shape
     C = log_cs.shape[1]
     pad = clusters >= C
     cs = torch.gather(log_cs, 1, clusters.clamp(max=C - 1)).masked_fill(pad, NEG_INF)
-    labels = a_indices[clusters]  # (N, b', κ); row C of a_indices is all padding
-    log_path = cs.unsqueeze(-1) + log_es[clusters]
-    return labels.reshape(N, -1), log_path.reshape(N, -1)
+    rows = clusters.reshape(-1)  # row C of a_indices is all padding
+    labels = a_indices.index_select(0, rows).view(N, -1)
+    log_path = log_es.index_select(0, rows).view(N, b, -1).add_(cs.unsqueeze(-1))
+    return labels, log_path.view(N, -1)
 
 
 def _best_per_group(groups, values, dim=-1):
@@ -140,11 +141,23 @@ def max_over_paths_dense(labels, log_path, n_labels):
     ``scatter_reduce(amax)`` back-propagates to the maximal path(s); cheaper than
     sorting when N·(L+1) is moderate.
     """
-    N = labels.shape[0]
-    buf = torch.full((N, n_labels + 1), NEG_INF, dtype=log_path.dtype, device=log_path.device)
-    out = buf.scatter_reduce(1, labels, log_path, reduce="amax", include_self=True)
-    # where every scattered value is -inf, amax yields the dtype's lowest finite value: restore -inf
-    return out.masked_fill(out <= torch.finfo(out.dtype).min, NEG_INF)
+    if torch.is_grad_enabled() and log_path.requires_grad:
+        buf = torch.full((labels.shape[0], n_labels + 1), NEG_INF, dtype=log_path.dtype, device=log_path.device)
+        out = buf.scatter_reduce(1, labels, log_path, reduce="amax", include_self=True)
+    else:
+        out = _scatter_max(labels, log_path, n_labels)
+    return _restore_neg_inf(out)
+
+
+def _scatter_max(labels, log_path, n_labels):
+    """(N, L+1) buffer of each label's largest path score, filled in place (no autograd)."""
+    buf = torch.full((labels.shape[0], n_labels + 1), NEG_INF, dtype=log_path.dtype, device=log_path.device)
+    return buf.scatter_reduce_(1, labels, log_path, reduce="amax", include_self=True)
+
+
+def _restore_neg_inf(t):
+    """-inf where a kernel's amax over only -inf values left the dtype's lowest finite value instead."""
+    return t.masked_fill(t <= torch.finfo(t.dtype).min, NEG_INF)
 
 
 class _DenseShortlist(torch.autograd.Function):
@@ -158,10 +171,11 @@ class _DenseShortlist(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, log_path, labels, n_labels, K, gold_labels):
-        dense = max_over_paths_dense(labels, log_path, n_labels)
+        dense = _scatter_max(labels, log_path, n_labels)  # -inf (or the lowest float) where no path
         top_lp, top_lab = torch.topk(dense[:, :n_labels], K, dim=1)
+        top_lp = _restore_neg_inf(top_lp)
         top_lab = top_lab.masked_fill(torch.isneginf(top_lp), n_labels)
-        gold_lp = torch.gather(dense, 1, gold_labels) if gold_labels is not None else None
+        gold_lp = _restore_neg_inf(torch.gather(dense, 1, gold_labels)) if gold_labels is not None else None
         if ctx.needs_input_grad[0]:
             # position of each label's maximal path (the last one written at a tie)
             best = torch.zeros(dense.shape, dtype=torch.int64, device=dense.device)

@@ -21,6 +21,7 @@ from .metrics import (
 __version__ = "0.1.0"
 
 from ._base import predict_topk
+from ._validation import default_vectorizer
 from .calibration import ScoreCalibrator
 from .ensemble import TopKEnsemble
 from .neighbors import KNNLabelClassifier
@@ -42,6 +43,7 @@ __all__ = [
     "check_label_matrix",
     "cluster_labels",
     "default_n_clusters",
+    "default_vectorizer",
     "inverse_propensity",
     "load",
     "make_topk_scorer",

@@ -21,6 +21,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, RealNotInt, St
 from sklearn.utils.validation import check_array
 
 __all__ = [
+    "SHORT_TEXT_CHARS",
     "HasMethods",
     "Interval",
     "RealNotInt",
@@ -173,11 +174,47 @@ def check_n_rows(n_x, n_y):
         raise ValueError(f"X has {n_x} samples but Y has {n_y}; they must have the same number of rows.")
 
 
-def default_vectorizer():
-    """The TF-IDF features the peers are measured on: sublinear tf, 1–2 grams, ≤ 200k features, min_df 2."""
+#: mean characters per text up to which ``vectorizer=None`` represents raw texts by character n-grams
+SHORT_TEXT_CHARS = 300
+
+
+def default_vectorizer(texts=None):
+    """The TF-IDF vectorizer used when ``vectorizer=None``, chosen from the training texts' length.
+
+    - **Short texts** (mean length ≤ ``SHORT_TEXT_CHARS`` characters: titles, questions, product
+      names, queries): character 3–5-grams within word boundaries (``analyzer="char_wb"``). A few words
+      rarely overlap between two short texts, and inflected forms, compounds and spelling variants of the
+      same word are different word features; their character n-grams are shared.
+    - **Longer texts** (abstracts, descriptions, full documents), or ``texts=None``: word 1–2 grams, the
+      features the XMC peers are measured on. Character n-grams would multiply the non-zeros per row by
+      about 3 per character of text.
+
+    Both: sublinear tf, idf, L2-normalised rows, at most 200,000 features of ``min_df`` 2, float32.
+
+    Parameters
+    ----------
+    texts : sequence of str or None, default=None
+        The training texts the vectorizer will be fitted on.
+
+    Returns
+    -------
+    TfidfVectorizer
+        Unfitted.
+
+    Examples
+    --------
+    >>> from skelias import default_vectorizer
+    >>> default_vectorizer(["Sourdough starter smells of acetone", "Rye bread too dense"]).analyzer
+    'char_wb'
+    >>> default_vectorizer(["An abstract of a few hundred words. " * 20]).ngram_range
+    (1, 2)
+    """
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    return TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), max_features=200_000, min_df=2, dtype=np.float32)
+    common = dict(sublinear_tf=True, max_features=200_000, min_df=2, dtype=np.float32)
+    if texts is not None and len(texts) and np.mean([len(t) for t in texts]) <= SHORT_TEXT_CHARS:
+        return TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), **common)
+    return TfidfVectorizer(ngram_range=(1, 2), **common)
 
 
 def apply_vectorizer(kind, X, vectorizer):

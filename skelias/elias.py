@@ -99,7 +99,9 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         ``"transformer"``: fine-tune the Hugging Face model ``pretrained_model`` on raw
         texts (CLS pooling, as in the paper; ``embed_dim`` is then its hidden size). The GPU path.
     vectorizer : TfidfVectorizer or None, default=None
-        Turns raw texts into features. ``None``: sublinear tf, 1–2 grams, ≤ 200k features, min_df 2.
+        Turns raw texts into features. ``None``: chosen from the training texts' mean length
+        (:func:`skelias.default_vectorizer`): character 3–5-grams for short texts (≤ 300 characters:
+        titles, questions, queries), word 1–2 grams otherwise; sublinear tf, ≤ 200k features, min_df 2.
     pretrained_model : str or None, default=None
         With ``encoder="transformer"``: the model to fine-tune. With ``encoder="tfidf"``: the
         hybrid encoder, ``φ(x) = f(bag(TF-IDF(x)) + W_p·e(x))`` with e(x) the mean-pooled,
@@ -594,7 +596,7 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
             if kind == "text":
                 if self.encoder == "dense":
                     raise ValueError("raw texts need encoder='tfidf'; pass a dense feature array for encoder='dense'.")
-                self.vectorizer_ = clone(self.vectorizer if self.vectorizer is not None else default_vectorizer())
+                self.vectorizer_ = clone(self.vectorizer if self.vectorizer is not None else default_vectorizer(X))
                 self.vectorizer_.fit(X)
             else:
                 if self.pretrained_model is not None:

@@ -38,8 +38,8 @@ class KNNLabelClassifier(TopKOutputMixin, BaseEstimator):
     power : float, default=2.0
         Votes are ``similarity ** power``: larger values favour the closest neighbours.
     vectorizer : TfidfVectorizer or None, default=None
-        Used when ``X`` is raw text. ``None`` builds
-        ``TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2, max_features=200_000)``.
+        Used when ``X`` is raw text. ``None``: :func:`skelias.default_vectorizer` of the training
+        texts (character 3–5-grams for short texts, word 1–2 grams otherwise).
     batch_size : int, default=1024
         Query rows scored at once (bounds memory to ``batch_size * n_train`` floats).
 
@@ -104,7 +104,7 @@ class KNNLabelClassifier(TopKOutputMixin, BaseEstimator):
         self._fitted_on_matrix = is_label_matrix(y)
         self._y_kind = target_kind(y)
         if kind == "text":
-            vec = self.vectorizer if self.vectorizer is not None else default_vectorizer()
+            vec = self.vectorizer if self.vectorizer is not None else default_vectorizer(X)
             self.vectorizer_ = clone(vec).fit(X)
         else:
             self.vectorizer_ = None

@@ -145,7 +145,7 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         representation and classifiers on it overfit (``docs/design.md``).
     vectorizer : TfidfVectorizer or None, default=None
         Builds bow(x) from raw texts. ``None``: the base model's fitted ``vectorizer_``
-        when it has one, else the peers' TF-IDF (sublinear, 1–2 grams, ≤ 200k, min_df 2).
+        when it has one, else :func:`skelias.default_vectorizer` of the training texts.
         With a sparse feature matrix as X (e.g. after a ``TfidfVectorizer`` in a
         Pipeline), X itself is bow(x).
     k : int, default=5
@@ -226,7 +226,7 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
             elif base_vec is not None:
                 self.vectorizer_ = base_vec  # the base model's own TF-IDF: same features, no refit
             else:
-                self.vectorizer_ = default_vectorizer().fit(X)
+                self.vectorizer_ = default_vectorizer(X).fit(X)
         if self.vectorizer_ is None:
             raise TypeError("This SparseReranker was fitted on a feature matrix; pass features, not raw texts.")
         bow = self.vectorizer_.transform(X)

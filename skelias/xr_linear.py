@@ -191,8 +191,8 @@ class XRLinearClassifier(TopKOutputMixin, BaseEstimator):
     Parameters
     ----------
     vectorizer : TfidfVectorizer or None, default=None
-        Used when ``X`` is raw text. ``None`` builds the peers' TF-IDF
-        (``sublinear_tf=True, ngram_range=(1, 2), min_df=2, max_features=200_000``).
+        Used when ``X`` is raw text. ``None``: :func:`skelias.default_vectorizer` of the training
+        texts (character 3–5-grams for short texts, word 1–2 grams otherwise).
     branching_factor : int, default=16
         Children per node of the layers above the leaf clusters (PECOS's ``nr_splits``).
     max_leaf_size : int, default=100
@@ -318,7 +318,7 @@ class XRLinearClassifier(TopKOutputMixin, BaseEstimator):
         self.classes_ = self.label_indexer_.classes_
         self.label_frequency_ = np.asarray(Y.sum(axis=0), dtype=np.float32).ravel()
         if kind == "text":
-            self.vectorizer_ = clone(self.vectorizer if self.vectorizer is not None else default_vectorizer()).fit(Xc)
+            self.vectorizer_ = clone(self.vectorizer if self.vectorizer is not None else default_vectorizer(Xc)).fit(Xc)
         else:
             self.vectorizer_ = None
         Xf = self._features(kind, Xc)

@@ -11,8 +11,9 @@ for the calibrator; ELIASClassifier is fitted on the rest, the SparseReranker on
 frozen ELIAS model (same rows), the ScoreCalibrator on the held-out rows. Each row of the table
 is the chain so far; fit seconds are cumulative, predict seconds are the whole chain's on the
 test set. With ``--ensemble n`` the full chain is also trained n times with different seeds
-and averaged (TopKEnsemble). Features are the peers' TF-IDF (sublinear, 1-2 grams, <= 200k,
-min_df 2, fitted on the training texts); metrics as in bench_elias.py.
+and averaged (TopKEnsemble). ELIASClassifier gets the raw texts and builds its default TF-IDF
+(``skelias.default_vectorizer``: word 1-2 grams for long texts, character 3-5-grams for short ones;
+sublinear, <= 200k, min_df 2, fitted on the training texts); metrics as in bench_elias.py.
 """
 
 import argparse

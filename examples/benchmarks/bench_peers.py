@@ -7,7 +7,8 @@ Usage::
 
 Each method runs in its own subprocess (own peak RSS, own ``--timeout``), with 2 threads.
 Features: TF-IDF with sublinear tf, 1-2 grams, <= 200k features, min_df 2, fitted on the training
-texts (as for skelias). Reports train s, batch predict s (top-100 for the test set), single-query
+texts; ``--features default``: skelias's default vectorizer instead (character 3-5-grams for short texts,
+see ``skelias.default_vectorizer``), the features a skelias model fitted on the raw texts uses. Reports train s, batch predict s (top-100 for the test set), single-query
 latency (median over ``--n-queries`` test rows, top-10, one row at a time), model size on disk,
 peak RSS and the metrics of bench_elias.py. Missing peers are skipped with a note.
 PECOS XR-Linear is loaded back with ``is_predict_only=True`` before predicting (its fast path).
@@ -24,7 +25,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from skelias import LabelIndexer, top_k
+from skelias import LabelIndexer, default_vectorizer, top_k
 from skelias.datasets import dump_xmc_sparse, load_text_dataset
 
 from ._common import peer_tfidf, run_child, slug, union_metrics
@@ -37,11 +38,11 @@ def dir_size(path):
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
 
 
-def features(data):
-
+def features(data, kind="peers"):
+    """TF-IDF of the dataset's texts: ``"peers"``, the standard features; ``"default"``, skelias's default vectorizer."""
     tr, ytr = load_text_dataset(data, "train")
     te, yte = load_text_dataset(data, "test")
-    vec = peer_tfidf()
+    vec = peer_tfidf() if kind == "peers" else default_vectorizer(tr)
     Xtr, Xte = vec.fit_transform(tr), vec.transform(te)
     li = LabelIndexer().fit(ytr)
     return Xtr, li.transform(ytr), Xte, li, ytr, yte
@@ -128,9 +129,10 @@ METHODS = {"pecos": ("PECOS XR-Linear", run_pecos, "pecos"), "omikuji": ("omikuj
 
 
 def run_one(args):
-
     name, fn, _ = METHODS[args.method]
-    Xtr, Ytr, Xte, li, ytr, yte = features(args.data)
+    if args.features == "default":
+        name += ", skelias's default features"
+    Xtr, Ytr, Xte, li, ytr, yte = features(args.data, args.features)
     with tempfile.TemporaryDirectory() as wd:
         P, train_s, pred_s, lat, size = fn(Xtr, Ytr, Xte, 100, wd, args.n_queries)
     idx, scores = top_k(P, min(100, P.shape[1]))
@@ -151,6 +153,8 @@ def main():
     p.add_argument("--timeout", type=float, default=3600)
     p.add_argument("--out", default=None)
     p.add_argument("--topk-dir", default=None, help="save each method's top-100 test predictions here (for plots)")
+    p.add_argument("--features", choices=["peers", "default"], default="peers",
+                   help="peers: the standard TF-IDF; default: skelias.default_vectorizer of the training texts")
     args = p.parse_args()
     if args.method:
         return run_one(args)
@@ -163,7 +167,8 @@ def main():
         except ImportError:
             print(f"{method}: not installed (pip install 'skelias[bench]'); skipped", file=sys.stderr)
             continue
-        cmd = [sys.executable, "-m", __spec__.name, args.data, "--method", method, "--n-queries", str(args.n_queries)]
+        cmd = [sys.executable, "-m", __spec__.name, args.data, "--method", method, "--n-queries", str(args.n_queries),
+               "--features", args.features]
         if args.topk_dir:
             cmd += ["--topk-dir", args.topk_dir]
         rec = run_child(cmd, method, out=args.out, timeout=args.timeout, env=env)

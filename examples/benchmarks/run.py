@@ -9,8 +9,11 @@ Usage::
 Runs, each in its own subprocess with its own timeout (``--timeout``) and peak-RSS measurement and with
 2 threads: ``bench_peers.py`` (PECOS XR-Linear, omikuji, napkinXC — those installed; ``pip install
 'skelias[bench]'``) and ``bench_elias_pp.py`` (ELIAS → + sparse ranker → + score calibration, options
-after ``--set``/``--ranker``/``--validation-size``/``--hybrid``/``--memory`` are passed on). All methods
-use the same TF-IDF features (sublinear tf, 1–2 grams, ≤ 200k features, min_df 2, fitted on train).
+after ``--set``/``--ranker``/``--validation-size``/``--hybrid``/``--memory`` are passed on). The peers get the
+standard TF-IDF features (sublinear tf, 1–2 grams, ≤ 200k features, min_df 2, fitted on train); skelias
+gets the raw texts and builds its default features (``skelias.default_vectorizer``: the same word features
+for long texts, character 3–5-grams for short ones) — where they differ, PECOS XR-Linear also runs on
+skelias's default features, so that the gain of the features and of the model can be told apart.
 Writes ``results.json``, its table ``results.md`` and ``topk/*.npz`` (top-100 test predictions) to ``--out-dir`` and
 then the plots (``plots.py``). ``--ensemble 3`` also trains the chain with seeds 1 and 2 (every seed: initial
 clustering, initialisation, data order, held-out split) and adds the row of the 3-chain ensemble — the mean of
@@ -24,6 +27,7 @@ import os
 import subprocess
 import sys
 
+from skelias import default_vectorizer
 from skelias.datasets import load_text_dataset
 
 from ._common import average_topk, run_child, slug, union_metrics
@@ -62,6 +66,10 @@ def main():
             cmd = [sys.executable, "-m", "examples.benchmarks.bench_peers", args.data, "--method", method,
                    "--n-queries", str(args.n_queries), "--topk-dir", topk]
             rows += run_child(cmd, method, timeout=args.timeout, env=env, all_records=True)
+            if method == "pecos" and default_vectorizer(load_text_dataset(args.data, "train")[0]).analyzer != "word":
+                # skelias's default features differ from the peers' here: PECOS on them too
+                rows += run_child(cmd + ["--features", "default"], f"{method} (default features)",
+                                  timeout=args.timeout, env=env, all_records=True)
     if not args.skip_skelias:
         cmd = chain_command(args, topk_dir=topk, n_queries=args.n_queries)
         rows += run_child(cmd, "skelias", timeout=args.timeout, env=env, all_records=True)

@@ -211,7 +211,9 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         valid = idx >= 0
         t = np.zeros(idx.shape, dtype=np.float32)
         if valid.any():
-            proba = self.tree_.predict_proba(self._features(idx, p, q)[valid])
+            # float32 and C-contiguous as the tree needs: skip sklearn's per-call validation (felt in single queries)
+            feats = np.ascontiguousarray(self._features(idx, p, q)[valid], dtype=np.float32)
+            proba = self.tree_.predict_proba(feats, check_input=False)
             t[valid] = proba[:, 1] if proba.shape[1] == 2 else float(self.tree_.classes_[0])
         s = t + p * q if self.variant == "paper" else 0.3 * t + 0.7 * p * q
         return topk_of(idx, s, k)

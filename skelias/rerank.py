@@ -64,6 +64,10 @@ def ranker_features(bow, emb, embedding_weight=1.0):
     return out
 
 
+#: largest rows × labels product looked up through a dense copy in :func:`pair_margins`
+_DENSE_LOOKUP = 2**22
+
+
 def pair_margins(psi, W, intercept, indices, chunk_size=1024, WT=None):
     """w_lᵀψ(x_i) + b_l for every (row i, label ``indices[i, j]``) pair; 0 at padding (-1).
 
@@ -87,7 +91,10 @@ def pair_margins(psi, W, intercept, indices, chunk_size=1024, WT=None):
             S = sp.csr_matrix(psi[start : start + chunk_size] @ WT)
             r, j = np.nonzero(valid)
             cols = I[r, j]
-            vals = np.asarray(S[r, cols], dtype=np.float32).ravel()
+            if S.shape[0] * S.shape[1] <= _DENSE_LOOKUP:  # a dense gather instead of scipy's slow fancy indexing
+                vals = S.toarray()[r, cols].astype(np.float32, copy=False)
+            else:
+                vals = np.asarray(S[r, cols], dtype=np.float32).ravel()
             out[start : start + chunk_size][r, j] = vals + intercept[cols]
             continue
         U, inv = np.unique(I[valid], return_inverse=True)

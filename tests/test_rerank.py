@@ -13,7 +13,7 @@ from skelias import ELIASClassifier, KNNLabelClassifier, SparseReranker, precisi
 from skelias.rerank import pair_margins, ranker_features, transform_margins
 
 
-def test_pair_margins_match_brute_force():
+def test_pair_margins_match_brute_force(monkeypatch):
     rng = np.random.RandomState(0)
     psi = sp.random(50, 30, density=0.2, random_state=0, format="csr", dtype=np.float32)
     W = sp.random(12, 30, density=0.3, random_state=1, format="csr", dtype=np.float32)
@@ -25,6 +25,8 @@ def test_pair_margins_match_brute_force():
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     got_t = pair_margins(psi, W, b, idx, chunk_size=7, WT=sp.csr_matrix(W.T))  # the transposed path
     np.testing.assert_allclose(got_t, want, rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr("skelias.rerank._DENSE_LOOKUP", 0)  # scipy's sparse lookup instead of the dense one
+    np.testing.assert_array_equal(pair_margins(psi, W, b, idx, chunk_size=7, WT=sp.csr_matrix(W.T)), got_t)
     np.testing.assert_allclose(transform_margins(np.array([1.5, 0.0, -1.0]), "l3-hinge"),
                                np.exp(-np.array([0.0, 1.0, 8.0])), rtol=1e-6)
     np.testing.assert_allclose(transform_margins(np.array([0.0]), "sigmoid"), [0.5])

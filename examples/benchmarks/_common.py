@@ -1,14 +1,17 @@
 """Shared pieces of the benchmark scripts: metrics in the union label space, subprocess runs, tables."""
 
 import json
+import os
 import subprocess
 import sys
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.preprocessing import normalize
 
 from skelias import LabelIndexer, inverse_propensity, xmc_metrics
+from skelias.datasets import load_dataset
 from skelias.ensemble import average_topk as ensemble_average_topk
 
 from .tables import METRICS
@@ -29,6 +32,34 @@ def parse_params(pairs):
 def peer_tfidf():
     """The features every method is measured on: sublinear tf, 1-2 grams, <= 200k features, min_df 2."""
     return TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), max_features=200_000, min_df=2, dtype=np.float32)
+
+
+def load_split(data, split):
+    """``(X, y)`` of a dataset folder: raw texts and label lists (text layout), or an XMC sparse feature matrix
+    (CSR float32, rows L2-normalised, as every method is given it) and label lists (names from
+    ``label_names.txt`` when the folder has one, else column indices)."""
+    X, Y = load_dataset(data, split)
+    if isinstance(X, list):
+        return X, Y
+    names = os.path.join(data, "label_names.txt")
+    if os.path.isfile(names):
+        with open(names, encoding="utf-8") as fh:
+            names = np.array([line.rstrip("\n") for line in fh], dtype=object)
+    else:
+        names = np.arange(Y.shape[1])
+    Y = sp.csr_matrix(Y)
+    labels = [names[Y.indices[Y.indptr[i]:Y.indptr[i + 1]]].tolist() for i in range(Y.shape[0])]
+    return normalize(sp.csr_matrix(X, dtype=np.float32)), labels
+
+
+def is_text(X):
+    """Raw texts (a list) rather than a feature matrix."""
+    return isinstance(X, list)
+
+
+def take(X, rows):
+    """Rows ``rows`` of texts or of a feature matrix."""
+    return [X[i] for i in rows] if is_text(X) else X[np.asarray(rows)]
 
 
 def slug(name):

@@ -29,22 +29,22 @@ import torch
 from sklearn.frozen import FrozenEstimator
 
 from skelias import ELIASClassifier, ScoreCalibrator, SparseReranker, TopKEnsemble
-from skelias.datasets import load_text_dataset
 
-from ._common import parse_params, slug, union_metrics
+from ._common import is_text, load_split, parse_params, slug, take, union_metrics
 from .tables import render
 
 
 def latency_ms(model, texts, n_queries):
-    """Median seconds of ``predict_topk([text], 10)`` over single test texts, in ms."""
+    """Median seconds of ``predict_topk([text], 10)`` over single test texts (or feature rows), in ms."""
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         out = []
-        for t in texts[:n_queries]:
+        for i in range(min(n_queries, len(texts) if is_text(texts) else texts.shape[0])):
+            x = [texts[i]] if is_text(texts) else texts[i]
             t0 = time.perf_counter()
-            model.predict_topk([t], 10)
+            model.predict_topk(x, 10)
             out.append(time.perf_counter() - t0)
     finally:
         torch.set_num_threads(threads)
@@ -88,18 +88,18 @@ def main():
 
 
 
-    tr, ytr = load_text_dataset(args.data, "train")
-    te, yte = load_text_dataset(args.data, "test")
+    tr, ytr = load_split(args.data, "train")
+    te, yte = load_split(args.data, "test")
     params = {"random_state": args.seed, "verbose": args.verbose, "memory": args.memory, **parse_params(args.set)}
     if args.hybrid:
         params.setdefault("pretrained_model", "all-MiniLM-L6-v2")
     rparams = {"random_state": args.seed, "n_jobs": 2, **parse_params(args.ranker)}
-    n_val = min(args.validation_size, len(tr) // 5)
-    perm = np.random.RandomState(args.seed).permutation(len(tr))
+    n_val = min(args.validation_size, len(ytr) // 5)
+    perm = np.random.RandomState(args.seed).permutation(len(ytr))
     val, fit = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-    X_fit, y_fit = [tr[i] for i in fit], [ytr[i] for i in fit]
-    X_val, y_val = [tr[i] for i in val], [ytr[i] for i in val]
-    enc = "hybrid" if args.hybrid else "TF-IDF"
+    X_fit, y_fit = take(tr, fit), [ytr[i] for i in fit]
+    X_val, y_val = take(tr, val), [ytr[i] for i in val]
+    enc = "hybrid" if args.hybrid else ("TF-IDF" if is_text(tr) else "features")
     rows = []
 
     def record(name, model, fit_s):

@@ -26,9 +26,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from skelias import LabelIndexer, default_vectorizer, top_k
-from skelias.datasets import dump_xmc_sparse, load_text_dataset
+from skelias.datasets import dump_xmc_sparse
 
-from ._common import peer_tfidf, run_child, slug, union_metrics
+from ._common import is_text, load_split, peer_tfidf, run_child, slug, union_metrics
 from .tables import render
 
 
@@ -40,10 +40,13 @@ def dir_size(path):
 
 def features(data, kind="peers"):
     """TF-IDF of the dataset's texts: ``"peers"``, the standard features; ``"default"``, skelias's default vectorizer."""
-    tr, ytr = load_text_dataset(data, "train")
-    te, yte = load_text_dataset(data, "test")
-    vec = peer_tfidf() if kind == "peers" else default_vectorizer(tr)
-    Xtr, Xte = vec.fit_transform(tr), vec.transform(te)
+    tr, ytr = load_split(data, "train")
+    te, yte = load_split(data, "test")
+    if is_text(tr):
+        vec = peer_tfidf() if kind == "peers" else default_vectorizer(tr)
+        Xtr, Xte = vec.fit_transform(tr), vec.transform(te)
+    else:  # a feature-only dataset: its (row-normalised) features for everyone
+        Xtr, Xte = tr, te
     li = LabelIndexer().fit(ytr)
     return Xtr, li.transform(ytr), Xte, li, ytr, yte
 

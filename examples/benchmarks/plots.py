@@ -19,9 +19,8 @@ import os
 import numpy as np
 
 from skelias import LabelIndexer
-from skelias.datasets import load_text_dataset
 
-from ._common import slug
+from ._common import load_split, slug
 
 
 def display_names(run_dir):
@@ -63,8 +62,8 @@ def main(argv=None):
     names = display_names(args.run_dir)
     if not files:
         raise SystemExit(f"no top-k predictions under {args.run_dir}/topk")
-    _, ytr = load_text_dataset(args.data, "train")
-    _, yte = load_text_dataset(args.data, "test")
+    _, ytr = load_split(args.data, "train")
+    _, yte = load_split(args.data, "test")
     classes = np.load(files[0])["classes"]
     space = LabelIndexer(classes=list(classes)).fit(ytr)  # the same union space as _common.union_metrics
     Ytr, Yte = space.transform(ytr), space.transform(yte)

@@ -28,9 +28,8 @@ import subprocess
 import sys
 
 from skelias import default_vectorizer
-from skelias.datasets import load_text_dataset
 
-from ._common import average_topk, run_child, slug, union_metrics
+from ._common import average_topk, is_text, load_split, run_child, slug, union_metrics
 from .bench_peers import METHODS
 from .tables import write_table
 
@@ -66,7 +65,7 @@ def main():
             cmd = [sys.executable, "-m", "examples.benchmarks.bench_peers", args.data, "--method", method,
                    "--n-queries", str(args.n_queries), "--topk-dir", topk]
             rows += run_child(cmd, method, timeout=args.timeout, env=env, all_records=True)
-            if method == "pecos" and default_vectorizer(load_text_dataset(args.data, "train")[0]).analyzer != "word":
+            if method == "pecos" and uses_own_features(args.data):
                 # skelias's default features differ from the peers' here: PECOS on them too
                 rows += run_child(cmd + ["--features", "default"], f"{method} (default features)",
                                   timeout=args.timeout, env=env, all_records=True)
@@ -81,6 +80,12 @@ def main():
         json.dump(rows, fh, indent=1)
     print(write_table(results))
     subprocess.run([sys.executable, "-m", "examples.benchmarks.plots", args.data, args.out_dir], check=False)
+
+
+def uses_own_features(data):
+    """skelias's default vectorizer differs from the peers' word features on this dataset's texts."""
+    texts, _ = load_split(data, "train")
+    return is_text(texts) and default_vectorizer(texts).analyzer != "word"
 
 
 def chain_command(args, *, topk_dir, n_queries, seed=None):
@@ -121,8 +126,8 @@ def ensemble_rows(args, rows, topk, env):
         files.append(os.path.join(sub, f"skelias_{slug(cal[-1]['model'])}.npz"))
     with open(os.path.join(args.out_dir, "members.json"), "w") as fh:
         json.dump(members, fh, indent=1)
-    _, ytr = load_text_dataset(args.data, "train")
-    _, yte = load_text_dataset(args.data, "test")
+    _, ytr = load_split(args.data, "train")
+    _, yte = load_split(args.data, "test")
     classes, idx, scores = average_topk(files)
     name = f"+ {args.ensemble}x ensemble, " + last[-1]["model"].split(", ", 1)[-1]
     metrics = union_metrics(classes, idx, scores, ytr, yte, os.path.join(topk, f"skelias_{slug(name)}.npz"))

@@ -82,3 +82,35 @@ def test_benchmark_model_settings_win_over_set_parameters():
     assert bench.elias_params("stage2", 50, args)["n_epochs_stage2"] == 3
     ova = bench.elias_params("ova", 50, args)
     assert (ova["n_clusters"], ova["shortlist_size"], ova["n_epochs_stage2"]) == (1, 50, 0)
+
+
+def test_benchmark_datasets_load_texts_or_normalised_features_with_label_names(tmp_path):
+    common = importlib.import_module("examples.benchmarks._common")
+    sparse = tmp_path / "sparse"
+    sparse.mkdir()
+    (sparse / "train.svm").write_text("2 3 2\n0,1 0:3 2:4\n1 1:2\n")
+    (sparse / "label_names.txt").write_text("alpha\nbeta\n")
+    X, y = common.load_split(str(sparse), "train")
+    assert y == [["alpha", "beta"], ["beta"]]
+    np.testing.assert_allclose(X.toarray(), [[0.6, 0, 0.8], [0, 1, 0]], rtol=1e-6)
+    assert not common.is_text(X) and common.take(X, [1]).shape == (1, 3)
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    (texts / "train_texts.txt").write_text("a b\nc d\n")
+    (texts / "train_labels.txt").write_text("x y\nz\n")
+    X, y = common.load_split(str(texts), "train")
+    assert X == ["a b", "c d"] and y == [["x", "y"], ["z"]] and common.take(X, [1]) == ["c d"]
+
+
+def test_benchmark_summary_compares_the_calibrated_chain_with_the_best_peer():
+    summary = importlib.import_module("examples.benchmarks.summary")
+    metrics = lambda p1, r100: {"P@1": p1, "PSP@5": p1 / 2, "R@100": r100}
+    rows = [{"model": "PECOS XR-Linear", **metrics(0.40, 0.60)}, {"model": "omikuji", **metrics(0.42, 0.70)},
+            {"model": "PECOS XR-Linear, skelias's default features", **metrics(0.50, 0.75)},
+            {"model": "ELIAS (stage 2), TF-IDF", **metrics(0.45, 0.80)},
+            {"model": "+ score calibration, TF-IDF", **metrics(0.52, 0.80)}]
+    row = summary.summary_row("d", rows)
+    assert row["peer"] == "omikuji" and row["skelias"] == "ELIAS++, TF-IDF"
+    assert abs(row["dP@1"] - 10.0) < 1e-9 and abs(row["dR@100"] - 10.0) < 1e-9  # R@100: the best of any peer
+    assert abs(row["pecos_own_P@1"] - 50.0) < 1e-9
+    assert summary.summary_row("d", rows[:2]) is None  # no chain

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import ClassifierTags
@@ -144,6 +146,17 @@ def topk_of(indices, scores, k):
     return pad_topk(np.where(np.isneginf(top), -1, idx), top, k)
 
 
+def fill_new_parameters(estimator):
+    """Give constructor parameters missing from an unpickled or loaded model their defaults.
+
+    A model pickled or saved by an earlier skelias lacks the parameters added since; their defaults keep the
+    earlier behaviour, and ``get_params``/``clone``/``repr`` work on the loaded model.
+    """
+    for name, param in inspect.signature(type(estimator).__init__).parameters.items():
+        if param.default is not param.empty and name not in estimator.__dict__:
+            setattr(estimator, name, param.default)
+
+
 class TopKOutputMixin:
     """``predict_topk``, ``predict``, ``predict_proba``/``decision_function`` and ``score`` from ``_raw_topk``.
 
@@ -152,6 +165,10 @@ class TopKOutputMixin:
     of labels per row it scores (the width of :meth:`predict_proba`), and sets
     ``label_indexer_``, ``classes_`` and ``_fitted_on_matrix`` in ``fit``.
     """
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        fill_new_parameters(self)
 
     def predict_topk(self, X: InputLike, k: int | None = None, *, as_csr: bool = False,
                      **predict_params) -> TopKOutput:

@@ -15,7 +15,7 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils import check_random_state
 
-from ._base import TopKOutputMixin, fit_aside, require_fitted, store_params
+from ._base import TopKOutputMixin, fill_new_parameters, fit_aside, require_fitted, store_params
 from ._checkpoint import Checkpointer, fingerprint, rng_state, set_rng_state
 from ._distributed import join_process_group, rank_device
 from ._inputs import HybridFeatures, HybridTexts, TextRows, pifa_blocks
@@ -772,6 +772,7 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         saved = state.pop("_network_cpu", None)
         files = state.pop("_pretrained_files", None)
         self.__dict__.update(state)
+        fill_new_parameters(self)
         if isinstance(files, str):  # a saved model directory's own copy (skelias.load)
             self._pretrained_dir = files
         elif files:  # unpickled: written once to a content-addressed folder

@@ -14,6 +14,7 @@ from ._base import (
     TopKOutputMixin,
     base_candidates,
     check_fit_input,
+    fill_new_parameters,
     fit_aside,
     is_fitted,
     require_fitted,
@@ -353,6 +354,7 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        fill_new_parameters(self)
         if getattr(self, "coef_", None) is not None:
             self._coef_t = sp.csr_matrix(self.coef_.T)
 

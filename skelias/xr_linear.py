@@ -19,7 +19,15 @@ from joblib import Parallel, delayed, effective_n_jobs
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils import check_random_state
 
-from ._base import TopKOutputMixin, check_fit_input, fit_aside, require_fitted, store_params, topk_of
+from ._base import (
+    TopKOutputMixin,
+    check_fit_input,
+    fill_new_parameters,
+    fit_aside,
+    require_fitted,
+    store_params,
+    topk_of,
+)
 from ._labels import LabelIndexer, as_targets, is_label_matrix, target_kind
 from ._liblinear import LOSSES, train_tree_layer
 from ._logging import logger, verbose_logging
@@ -434,6 +442,7 @@ class XRLinearClassifier(TopKOutputMixin, BaseEstimator):
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        fill_new_parameters(self)
         if "coef_" in state:
             self._derive_search_tables()
 

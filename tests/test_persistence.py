@@ -206,3 +206,40 @@ def test_reduced_precision_storage_shrinks_the_network_and_keeps_the_rankings(el
     np.testing.assert_allclose(np.nan_to_num(sb, neginf=0), np.nan_to_num(sa, neginf=0), atol=atol)
     with pytest.raises(ValueError, match="precision must be"):
         skelias.save(elias_base, tmp_path / "bad", precision="int4")
+
+@pytest.mark.parametrize("name", ["elias", "elias_pp", "knn", "ensemble"])
+def test_a_model_written_before_a_parameter_existed_loads_with_its_default(models, tmp_path, name):
+    import hashlib
+    import pickle
+
+    model = models[0][name][0]
+    path = skelias.save(model, tmp_path / "m")
+    # drop the parameter "k" from every estimator of the saved file, as a file written before it existed
+    doc = json.loads((path / "model.json").read_text())
+    dropped = []
+
+    def drop(node):
+        if isinstance(node, dict):
+            if "__object__" in node and node["__object__"].startswith("skelias."):
+                pairs = node["state"]["__dict__"]
+                node["state"]["__dict__"] = [p for p in pairs if p[0] != "k"]
+                dropped.append(len(pairs) - len(node["state"]["__dict__"]))
+            for v in node.values():
+                drop(v)
+        elif isinstance(node, list):
+            for v in node:
+                drop(v)
+
+    drop(doc)
+    assert dropped and all(n == 1 for n in dropped[:1])
+    (path / "model.json").write_text(json.dumps(doc))
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["files"]["model.json"] = hashlib.sha256((path / "model.json").read_bytes()).hexdigest()
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    loaded = skelias.load(path)
+    assert loaded.get_params()["k"] == type(model)().k
+    state = dict(model.__getstate__())
+    state.pop("k")
+    old = type(model).__new__(type(model))
+    old.__setstate__(pickle.loads(pickle.dumps(state)))
+    assert old.k == type(model)().k and repr(old)

@@ -144,8 +144,7 @@ class ELIASNetwork(nn.Module):
         # (compute- vs memory-bound on CPU), so beyond L = 16·K the gather wins even for large batches
         dense_pays = labels.numel() >= self.n_labels and self.n_labels <= 16 * labels.shape[-1]
         if self.dense_label_scoring and (self.training or dense_pays):
-            full = emb @ self.label_weight.T
-            full = full.add_(self.label_bias) if not self.training else full + self.label_bias
+            full = (emb @ self.label_weight.T).add_(self.label_bias)  # in place: one N × L buffer, not two
             return torch.gather(full, 1, safe)
         w = nn.functional.embedding(safe, self.label_weight)  # (N, K, d) rows of W_L
         return torch.bmm(w, emb.unsqueeze(-1)).squeeze(-1) + self.label_bias[safe]

@@ -8,9 +8,10 @@ Usage::
 Each method runs in its own subprocess (own peak RSS, own ``--timeout``), with 2 threads.
 Features: TF-IDF with sublinear tf, 1-2 grams, <= 200k features, min_df 2, fitted on the training
 texts; ``--features default``: skelias's default vectorizer instead (character 3-5-grams for short texts,
-see ``skelias.default_vectorizer``), the features a skelias model fitted on the raw texts uses. Reports train s, batch predict s (top-100 for the test set), single-query
-latency (median over ``--n-queries`` test rows, top-10, one row at a time), model size on disk,
-peak RSS and the metrics of bench_elias.py. Missing peers are skipped with a note.
+see ``skelias.default_vectorizer``), the features a skelias model fitted on the raw texts uses. A
+feature-only dataset (XMC sparse format) is used as given, rows L2-normalised. Reports train s, batch
+predict s (top-100 for the test set), single-query latency (median over ``--n-queries`` test rows,
+top-10, one row at a time), model size on disk, peak RSS and the metrics of bench_elias.py. Missing peers are skipped with a note.
 PECOS XR-Linear is loaded back with ``is_predict_only=True`` before predicting (its fast path).
 """
 
@@ -39,7 +40,8 @@ def dir_size(path):
 
 
 def features(data, kind="peers"):
-    """TF-IDF of the dataset's texts: ``"peers"``, the standard features; ``"default"``, skelias's default vectorizer."""
+    """Features of a dataset: TF-IDF of its texts (``"peers"``: the standard features; ``"default"``: skelias's
+    default vectorizer), or a feature-only dataset's own rows."""
     tr, ytr = load_split(data, "train")
     te, yte = load_split(data, "test")
     if is_text(tr):

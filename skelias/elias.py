@@ -116,10 +116,20 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
     pretrained_download : bool, default=False
         Allow downloading ``pretrained_model`` from the Hugging Face Hub when it is neither a local
         directory nor in the local cache. Off by default: nothing is downloaded unless asked for.
-    pretrained_backend : {"auto", "torch", "onnx"}, default="auto"
-        What runs the frozen pretrained encoder on the CPU: ``"onnx"``, ONNX Runtime on the model exported
+    pretrained_backend : {"auto", "torch", "onnx", "static"}, default="auto"
+        What computes the frozen pretrained embeddings: ``"onnx"``, ONNX Runtime on the model exported
         once in memory (``pip install "skelias[fast]"``): the same embeddings to float precision in less
-        time; ``"torch"``; ``"auto"``: ONNX Runtime when it is installed, else torch. CUDA uses torch.
+        time; ``"torch"``; ``"auto"``: ONNX Runtime when it is installed, else torch (CUDA uses torch).
+        ``"static"``: a static student of the model, no transformer forward per text: a text's embedding
+        is the normalised sum of its tokens' vectors. The vectors are distilled once at fit (each token's
+        own embedding, :func:`skelias.pretrained.distill_token_table`), weighted by the token's inverse
+        document frequency in the training texts, then fitted to the transformer's embeddings of
+        ``pretrained_static_texts`` training texts. Cheaper to fit and far cheaper to query than the
+        transformer, and less accurate (the measured cost is in the design notes). The hybrid encoder is
+        then frozen.
+    pretrained_static_texts : int, default=10000
+        ``pretrained_backend="static"``: training texts (evenly spaced, at most this many) that the
+        transformer embeds to fit the static student to; 0: the distilled token vectors only.
     pretrained_scale : float or "auto", default="auto"
         The unit-norm pretrained embedding is multiplied by this before its projection (hybrid
         encoder). ``"auto"``: p^(1/4) for a p-dimensional embedding, between the raw unit vector
@@ -239,6 +249,9 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         Training positives of each label.
     finetuned_pretrained_ : bool
         Whether the hybrid encoder's pretrained transformer was fine-tuned.
+    pretrained_static_table_ : ndarray (vocab_size, p) float32 or None
+        ``pretrained_backend="static"``: the token table that embeds texts (distilled vectors times the
+        training texts' token idf); None otherwise.
     weight_decay_ : float
         The weight decay used (``weight_decay`` resolved).
     pretrained_scale_ : float or None
@@ -307,7 +320,8 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         "memory": [None, str, os.PathLike, HasMethods(["cache"])],
         "checkpoint_dir": [None, str, os.PathLike],
         "device": [str, torch.device],
-        "pretrained_backend": [StrOptions({"auto", "torch", "onnx"})],
+        "pretrained_backend": [StrOptions({"auto", "torch", "onnx", "static"})],
+        "pretrained_static_texts": [Interval(numbers.Integral, 0, None, closed="left")],
         "distributed": [StrOptions({"auto"}), "boolean"],
         "distributed_timeout": [positive_real],
         "random_state": ["random_state"],
@@ -315,7 +329,8 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
     }
 
     def __init__(self, encoder="tfidf", vectorizer=None, pretrained_model=None, pretrained_max_length=64,
-                 pretrained_pooling="auto", pretrained_download=False, pretrained_backend="auto", pretrained_scale="auto",
+                 pretrained_pooling="auto", pretrained_download=False, pretrained_backend="auto",
+                 pretrained_static_texts=10000, pretrained_scale="auto",
                  finetune_pretrained="auto", lr_pretrained=None, embed_dim=512, dropout=0.2, n_clusters=None, max_leaf_size=100, alpha=10.0, beta=150.0, kappa=None, beam_size=20,
                  shortlist_size=2000, loss_lambda=0.05, n_epochs_stage1=10, n_epochs_stage2=10, batch_size=256,
                  lr=0.01, lr_encoder=None, stage2_lr_factor=0.1, lr_adjacency=None, adjacency_init="tree",
@@ -410,9 +425,17 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         if Y.nnz == 0:
             raise ValueError("y has no positive label at all; there is nothing to learn.")
         ft = self.finetune_pretrained
-        self.finetuned_pretrained_ = bool(self._is_hybrid() and kind == "text"
+        static = self.pretrained_backend == "static"
+        if static and ft is True:
+            raise ValueError("pretrained_backend='static' embeds with a frozen token table; it cannot be combined "
+                             "with finetune_pretrained=True.")
+        self.finetuned_pretrained_ = bool(self._is_hybrid() and kind == "text" and not static
                                           and (device.type == "cuda" if ft == "auto" else ft))
         self.pretrained_pooling_ = self._pooling() if self.pretrained_model is not None else None
+        self.pretrained_static_table_ = None
+        self._embedder = None
+        if static and self._is_hybrid() and kind == "text":
+            self.pretrained_static_table_ = self._static_table(X, device)
         X = self._model_input(kind, X, fitting=True)
         self._fitted_on_matrix = is_label_matrix(y)
         self._y_kind = target_kind(y)
@@ -621,16 +644,47 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         kind, X = self._check_input(X, fitting)
         return self._model_input(kind, X, fitting, tfidf)
 
+    def _static_table(self, texts, device):
+        """The static student's token table (``pretrained_backend="static"``).
+
+        Distilled token vectors times the training texts' token idf, then fitted to the transformer's
+        embeddings of up to ``pretrained_static_texts`` evenly spaced training texts.
+        """
+        from .pretrained import distill_token_table, fit_token_table, load_tokenizer, token_idf
+
+        t0 = time.perf_counter()
+        table = distill_token_table(self._pretrained_source(), pooling=self._pooling(), device=device,
+                                    download=self.pretrained_download, verbose=bool(self.verbose))
+        tokenizer = load_tokenizer(self._pretrained_source(), download=self.pretrained_download)
+        table *= token_idf(tokenizer, texts, max_length=self.pretrained_max_length)[: table.shape[0], None]
+        n = min(self.pretrained_static_texts, len(texts))
+        if n > 0:
+            rows = np.unique(np.linspace(0, len(texts) - 1, n).round().astype(np.int64))
+            sample = [texts[i] for i in rows]
+            table = fit_token_table(table, tokenizer, sample, self._embed(sample),
+                                    max_length=self.pretrained_max_length, verbose=bool(self.verbose))
+            self._embedder = None  # the transformer is no longer needed: texts are embedded by the table
+        if self.verbose:
+            logger.info("static pretrained encoder: %d token vectors, fitted to %d texts, %.1f s", table.shape[0], n,
+                        time.perf_counter() - t0)
+        return table
+
     def _pretrained_embedder(self):
-        from .pretrained import PretrainedTextEmbedder
+        from .pretrained import PretrainedTextEmbedder, StaticTextEmbedder, load_tokenizer
 
         emb = getattr(self, "_embedder", None)
+        if emb is None and getattr(self, "pretrained_static_table_", None) is not None:
+            emb = StaticTextEmbedder(self.pretrained_static_table_,
+                                     load_tokenizer(self._pretrained_source(), download=self.pretrained_download),
+                                     max_length=self.pretrained_max_length)
+            self._embedder = emb
         if emb is None:
             net = getattr(self, "network_", None)  # a fitted model embeds where its network is
             device = next(net.parameters()).device if net is not None else _resolve_device(self.device)
             emb = PretrainedTextEmbedder(self._pretrained_source(), max_length=self.pretrained_max_length,
                                          pooling=self._pooling(), device=device, verbose=bool(self.verbose),
-                                         download=self.pretrained_download, backend=self.pretrained_backend)
+                                         download=self.pretrained_download,
+                                         backend="auto" if self.pretrained_backend == "static" else self.pretrained_backend)
             self._embedder = emb
         return emb
 
@@ -650,7 +704,7 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
     def _embed(self, texts):
         """Frozen pretrained embeddings of ``texts``, cached on disk by ``memory`` when set."""
         location = getattr(self.memory, "location", self.memory)  # a joblib.Memory or a directory
-        if location is None:
+        if location is None or getattr(self, "pretrained_static_table_", None) is not None:
             return self._pretrained_embedder().embed(texts)
         from .pretrained import EmbeddingCache, resolve_pretrained_path
 

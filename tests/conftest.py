@@ -117,7 +117,7 @@ def tiny_bert(tmp_path_factory, cooking):
     words = sorted({w.lower().strip("?.,!") for t in texts for w in t.split()} - {""})[:3000]
     d = tmp_path_factory.mktemp("tinybert")
     (d / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(d / "vocab.txt"))
+    tok = BertTokenizerFast(str(d / "vocab.txt"))  # positional: the keyword is vocab_file before transformers 5, vocab after
     cfg = BertConfig(vocab_size=len(words) + 5, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=64)
     BertModel(cfg).save_pretrained(d)

@@ -6,8 +6,8 @@ import importlib
 import pytest
 
 MODULES = ["skelias.calibration", "skelias.cluster", "skelias.datasets", "skelias.elias", "skelias.ensemble",
-           "skelias.metrics", "skelias.neighbors", "skelias.persistence", "skelias.rerank", "skelias.xr_linear",
-           "skelias._labels"]
+           "skelias.metrics", "skelias.neighbors", "skelias.persistence", "skelias.pretrained", "skelias.rerank",
+           "skelias.xr_linear", "skelias._labels"]
 
 
 @pytest.mark.parametrize("name", MODULES)

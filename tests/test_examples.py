@@ -114,3 +114,19 @@ def test_benchmark_summary_compares_the_calibrated_chain_with_the_best_peer():
     assert abs(row["dP@1"] - 10.0) < 1e-9 and abs(row["dR@100"] - 10.0) < 1e-9  # R@100: the best of any peer
     assert abs(row["pecos_own_P@1"] - 50.0) < 1e-9
     assert summary.summary_row("d", rows[:2]) is None  # no chain
+
+
+def test_speed_tables_give_ratios_to_pecos_and_the_profile_apart():
+    bench = importlib.import_module("examples.benchmarks.bench_speed")
+    figures = {"fit_s": 10.0, "batch_s": 2.0, "p50_ms": 1.0, "p99_ms": 3.0, "model_mb": 40.0, "P@1": 0.5,
+               "PSP@5": 0.3, "R@100": 0.7}
+    rows = [{"model": "PECOS XR-Linear", **figures},
+            {"model": "ELIAS, TF-IDF", **figures, "fit_s": 50.0, "p50_ms": 1.5,
+             "profile_ms": {"label scores": 0.5, "whole query": 1.5}}]
+    table = bench.speed_table(rows)
+    skelias_row = table["rows"][1]
+    assert skelias_row["fit_x"] == 5.0 and skelias_row["p50_x"] == 1.5 and skelias_row["P@1"] == 50.0
+    assert "profile_ms" not in skelias_row
+    profile = bench.profile_table(rows)
+    assert profile["rows"] == [{"model": "ELIAS, TF-IDF", "label scores": 0.5, "whole query": 1.5}]
+    assert [c[0] for c in profile["columns"]] == ["model", "label scores", "whole query"]

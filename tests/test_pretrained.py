@@ -222,3 +222,97 @@ def test_onnx_runtime_backend_gives_torch_embeddings(tiny_bert, cooking, pooling
     np.testing.assert_allclose(again.embed(texts[:5]), ref.embed(texts[:5]), atol=2e-5)
     with pytest.raises(ValueError, match="backend must be one of"):
         PretrainedTextEmbedder(tiny_bert, backend="tensorrt")
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_distilled_token_vectors_are_the_transformers_one_token_embeddings(tiny_bert, pooling):
+    from skelias.pretrained import distill_token_table, load_tokenizer
+
+    table = distill_token_table(tiny_bert, pooling=pooling, batch_size=100)
+    tok = load_tokenizer(tiny_bert)
+    assert table.shape == (len(tok), 32) and table.dtype == np.float32
+    words = [w for w in ("egg", "bread", "pasta", "sauce") if len(tok(w, add_special_tokens=False)["input_ids"]) == 1]
+    assert len(words) >= 2
+    ref = PretrainedTextEmbedder(tiny_bert, pooling=pooling, backend="torch").embed(words)  # "[CLS] w [SEP]"
+    ids = [tok(w, add_special_tokens=False)["input_ids"][0] for w in words]
+    np.testing.assert_allclose(table[ids], ref, atol=1e-5)
+
+
+def test_static_embeddings_are_the_normalised_idf_weighted_token_sums(tiny_bert, cooking):
+    from skelias.pretrained import StaticTextEmbedder, load_tokenizer, token_idf
+
+    texts = cooking[0][:50]
+    tok = load_tokenizer(tiny_bert)
+    ids = [tok(t, add_special_tokens=False, truncation=True, max_length=8)["input_ids"] for t in texts]
+    idf = token_idf(tok, texts, max_length=8)
+    n = len(texts)
+    for t in {i for row in ids for i in row}:  # brute force: documents containing each token
+        df = sum(t in row for row in ids)
+        assert idf[t] == pytest.approx(np.log((1 + n) / (1 + df)) + 1, rel=1e-6)
+    assert idf[0] == pytest.approx(np.log(1 + n) + 1)  # [PAD] never occurs: the largest weight
+    table = np.random.RandomState(0).randn(len(tok), 6).astype(np.float32)
+    E = StaticTextEmbedder(table, tok, max_length=8).embed(texts + [""])
+    for row, e in zip(ids, E, strict=False):
+        s = table[row].sum(axis=0)
+        np.testing.assert_allclose(e, s / np.linalg.norm(s), rtol=1e-4, atol=1e-6)
+    np.testing.assert_array_equal(E[-1], 0.0)  # no token: a zero embedding, not NaN
+    with pytest.raises(ValueError, match="one row for each"):
+        StaticTextEmbedder(table[:10], tok)
+
+
+def test_fitted_token_table_approaches_its_targets(tiny_bert, cooking):
+    from skelias.pretrained import StaticTextEmbedder, fit_token_table, load_tokenizer
+
+    texts = cooking[0][:200]
+    tok = load_tokenizer(tiny_bert)
+    rs = np.random.RandomState(0)
+    truth = rs.randn(len(tok), 8).astype(np.float32)
+    targets = StaticTextEmbedder(truth, tok, max_length=16).embed(texts)
+    start = (truth + 2.0 * rs.randn(*truth.shape)).astype(np.float32)
+    cos = lambda table: float((StaticTextEmbedder(table, tok, max_length=16).embed(texts) * targets).sum(1).mean())
+    fitted = fit_token_table(start, tok, texts, targets, max_length=16, n_steps=200, lr=0.05, validation_fraction=0)
+    assert cos(start) < 0.8 and cos(fitted) > 0.98
+    token_sets = [set(tok(t, add_special_tokens=False, truncation=True, max_length=16)["input_ids"]) for t in texts]
+    used = np.zeros(len(tok), bool)
+    used[list(set().union(*token_sets))] = True
+    np.testing.assert_array_equal(fitted[~used], start[~used])  # tokens the texts do not contain keep their rows
+    assert not np.allclose(fitted[used], start[used])
+    # every 5th text held out: its tokens that no other text has keep their rows; it scores at least as well
+    held = np.arange(len(texts)) % 5 == 0
+    early = fit_token_table(start, tok, texts, targets, max_length=16, n_steps=200, lr=0.05, validation_fraction=0.2)
+    only_held = set().union(*(token_sets[i] for i in np.flatnonzero(held))) - set().union(
+        *(token_sets[i] for i in np.flatnonzero(~held)))
+    assert only_held
+    np.testing.assert_array_equal(early[list(only_held)], start[list(only_held)])
+    held_cos = lambda table: float((StaticTextEmbedder(table, tok, max_length=16).embed(
+        [texts[i] for i in np.flatnonzero(held)]) * targets[held]).sum(1).mean())
+    assert held_cos(early) > held_cos(start)
+
+
+def test_hybrid_elias_with_the_static_student(tiny_bert, tmp_path, cooking, monkeypatch):
+    import skelias
+    from skelias.pretrained import StaticTextEmbedder, load_tokenizer
+
+    texts, labels = cooking
+    params = dict(pretrained_model=tiny_bert, pretrained_backend="static", pretrained_max_length=16, embed_dim=32,
+                  n_epochs_stage1=1, n_epochs_stage2=1, shortlist_size=100, max_leaf_size=50, random_state=0)
+    clf = ELIASClassifier(**params, pretrained_static_texts=300, memory=str(tmp_path / "cache")).fit(texts[:600],
+                                                                                                     labels[:600])
+    distilled_only = ELIASClassifier(**params, pretrained_static_texts=0).fit(texts[:600], labels[:600])
+    table = clf.pretrained_static_table_
+    assert table.shape[1] == 32 and not clf.finetuned_pretrained_
+    assert not np.allclose(table, distilled_only.pretrained_static_table_)  # fitted to the transformer's embeddings
+    # the embeddings the network sees are the static student's; predicting runs no transformer
+    calls = []
+    monkeypatch.setattr(PretrainedTextEmbedder, "embed", lambda self, t: calls.append(len(t)))
+    ref = StaticTextEmbedder(table, load_tokenizer(tiny_bert), max_length=16).embed(texts[600:610])
+    np.testing.assert_allclose(clf._embed(texts[600:610]), ref, rtol=1e-6)
+    names, scores = clf.predict_topk(texts[600:640], 5)
+    loaded = skelias.load(skelias.save(clf, tmp_path / "model"))
+    n2, s2 = loaded.predict_topk(texts[600:640], 5)
+    assert calls == []
+    np.testing.assert_array_equal(names, n2)
+    np.testing.assert_allclose(scores, s2, rtol=1e-5)
+    with pytest.raises(ValueError, match="cannot be combined"):
+        ELIASClassifier(pretrained_model=tiny_bert, pretrained_backend="static",
+                        finetune_pretrained=True).fit(texts[:50], labels[:50])

@@ -7,7 +7,8 @@ Usage::
 
 One process, one run, so that every ratio compares figures measured under the same conditions. PECOS
 XR-Linear (libpecos, its defaults, loaded back with ``is_predict_only=True``) and the skelias chain — TF-IDF
-ELIAS, TF-IDF ELIAS++, hybrid ELIAS++ — are trained on the peers' TF-IDF features (sublinear tf, 1–2 grams,
+ELIAS, TF-IDF ELIAS++, hybrid ELIAS++, hybrid ELIAS++ with the static student of the pretrained model
+(``pretrained_backend="static"``) — are trained on the peers' TF-IDF features (sublinear tf, 1–2 grams,
 ≤ 200k features, min_df 2); the hybrid also embeds the raw texts with all-MiniLM-L6-v2 (cold unless
 ``--memory`` holds them). A held-out split of ``--validation-size`` training rows calibrates ELIAS++.
 
@@ -16,7 +17,7 @@ Columns: *fit s*; *batch s*: top-100 of the whole test set with 2 threads (hybri
 given (the TF-IDF row; the hybrid's query embedding is computed, the MiniLM forward included); *MiB*: the saved
 model (skelias: ``skelias.save`` directory; PECOS: its model folder); *P@1* in the union label space. Each
 skelias figure is also given as a ratio to PECOS's. ``--profile`` adds the per-component split of a single
-query (cProfile, cumulative ms per query).
+query (cProfile, cumulative ms per query), written with ``--out OUT.json`` to ``OUT_profile.json``.
 """
 
 import argparse
@@ -50,7 +51,7 @@ def _components():
 
     return {
         "vectorize (TF-IDF)": [TfidfVectorizer.transform],
-        "pretrained encoder": [pretrained.PretrainedTextEmbedder.embed],
+        "pretrained encoder": [pretrained.PretrainedTextEmbedder.embed, pretrained.StaticTextEmbedder.embed],
         "encoder φ": [encoders.SparseBagEncoder.forward, encoders.HybridEncoder.forward,
                       encoders.DenseMLPEncoder.forward],
         "cluster scores + beam": [index.cluster_log_scores, index.shortlist_clusters],
@@ -134,10 +135,15 @@ def speed_table(rows):
         if pecos:
             row.update({x: r[k] / pecos[k] for x, k in (("fit_x", "fit_s"), ("batch_x", "batch_s"), ("p50_x", "p50_ms"),
                                                         ("p99_x", "p99_ms"), ("mb_x", "model_mb"))})
-        if "profile_ms" in r:
-            row["profile_ms"] = r["profile_ms"]
         out.append(row)
     return {"columns": columns, "rows": out}
+
+
+def profile_table(rows):
+    """The per-component single-query split (the rows' ``profile_ms``, ms per query) as a results file."""
+    rows = [{"model": r["model"], **r["profile_ms"]} for r in rows if "profile_ms" in r]
+    keys = list(rows[0])[1:] if rows else []
+    return {"columns": [["model", "model", "{}"]] + [[k, k, "{:.2f}"] for k in keys], "rows": rows}
 
 
 def main():
@@ -150,6 +156,8 @@ def main():
     p.add_argument("--shortlist-sizes", type=int, nargs="*", default=[500],
                    help="also measure the TF-IDF ELIAS model with these prediction-time shortlist sizes K")
     p.add_argument("--skip-hybrid", action="store_true")
+    p.add_argument("--skip-static", action="store_true",
+                   help="skip the hybrid ELIAS++ whose pretrained half is the static student (pretrained_backend='static')")
     p.add_argument("--skip-pecos", action="store_true")
     p.add_argument("--profile", action="store_true", help="per-component split of a single query")
     p.add_argument("--out", default=None, help="write the rows as JSON here")
@@ -220,6 +228,15 @@ def main():
         fit_s = time.perf_counter() - t0
         record("ELIAS++, hybrid", hcal, fit_s, te, [[t] for t in te[:n_q]], uncached=hybrid)
 
+    if not args.skip_static:  # the hybrid with the static student of MiniLM: no transformer forward per text
+        fit_x, val_x = [tr[i] for i in fit], [tr[i] for i in val]
+        sparams = {**params, "pretrained_model": "all-MiniLM-L6-v2", "pretrained_backend": "static"}
+        t0 = time.perf_counter()
+        static = ELIASClassifier(**sparams).fit(fit_x, fit_y)
+        sranker = SparseReranker(FrozenEstimator(static), random_state=0, n_jobs=2).fit(fit_x, fit_y)
+        scal = ScoreCalibrator(FrozenEstimator(sranker), random_state=0).fit(val_x, [ytr[i] for i in val])
+        record("ELIAS++, hybrid, static student", scal, time.perf_counter() - t0, te, [[t] for t in te[:n_q]])
+
     pecos = next((r for r in rows if r["model"] == "PECOS XR-Linear"), None)
     if pecos:
         for r in rows:
@@ -237,6 +254,9 @@ def main():
     if args.out:
         with open(args.out, "w") as fh:
             json.dump(speed_table(rows), fh, indent=1)
+        if args.profile:  # OUT_profile.json beside OUT.json
+            with open(os.path.splitext(args.out)[0] + "_profile.json", "w") as fh:
+                json.dump(profile_table(rows), fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -415,6 +415,9 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
             raise ValueError("encoder='transformer' needs pretrained_model (a local model directory).")
         if self.pretrained_model is not None and self.encoder == "dense":
             raise ValueError("pretrained_model works with encoder='tfidf' (hybrid) or 'transformer'.")
+        if self.pretrained_backend == "static" and not (self.encoder == "tfidf" and self.pretrained_model is not None):
+            raise ValueError("pretrained_backend='static' is the hybrid encoder's static student: it needs "
+                             "encoder='tfidf' and a pretrained_model.")
 
     def _prepare_inputs(self, X, y, device):
         """Fit the label space and the vectorizer; return the model input and Y (CSR float32)."""

@@ -316,3 +316,6 @@ def test_hybrid_elias_with_the_static_student(tiny_bert, tmp_path, cooking, monk
     with pytest.raises(ValueError, match="cannot be combined"):
         ELIASClassifier(pretrained_model=tiny_bert, pretrained_backend="static",
                         finetune_pretrained=True).fit(texts[:50], labels[:50])
+    for params in ({"encoder": "transformer", "pretrained_model": tiny_bert}, {}):
+        with pytest.raises(ValueError, match="static student: it needs"):
+            ELIASClassifier(pretrained_backend="static", **params).fit(texts[:50], labels[:50])

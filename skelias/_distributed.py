@@ -52,6 +52,20 @@ def join_process_group(distributed, device, timeout):
     return DataParallel(dist.get_rank(), dist.get_world_size(), device)
 
 
+def resolve_device(device):
+    """``device`` ("auto", "cpu", "cuda", "cuda:N" or a torch.device) as a torch.device; "auto": CUDA when available."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}.") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}, but CUDA is not available to this torch ({torch.__version__}); "
+                         "use device='cpu' or device='auto'.")
+    return resolved
+
+
 def rank_device(device):
     """``cuda:LOCAL_RANK`` for a CUDA fit launched with several processes per node; ``device`` otherwise."""
     if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:

@@ -17,7 +17,8 @@ from sklearn.utils import check_random_state
 
 from ._base import TopKOutputMixin, fill_new_parameters, fit_aside, require_fitted, store_params
 from ._checkpoint import Checkpointer, fingerprint, rng_state, set_rng_state
-from ._distributed import join_process_group, rank_device
+from ._distributed import join_process_group, rank_device, resolve_device
+from ._hybrid import PretrainedHalfMixin
 from ._inputs import HybridFeatures, HybridTexts, TextRows, pifa_blocks
 from ._labels import LabelIndexer, as_targets, is_label_matrix, target_kind
 from ._logging import logger, verbose_logging
@@ -53,19 +54,6 @@ from .index import ADJACENCY_INITS, padded_adjacency, prune_edges, stage2_adjace
 __all__ = ["ELIASClassifier"]
 
 
-def _resolve_device(device):
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}.") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r}, but CUDA is not available to this torch ({torch.__version__}); "
-                         "use device='cpu' or device='auto'.")
-    return resolved
-
-
 def _own_torch_rng(device):
     """Fork torch's global RNG (CPU, and the CUDA device in use): what runs inside leaves the caller's state as it was."""
     cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
@@ -82,7 +70,7 @@ def _label_bias_init(Y, K):
     return float(np.log(y_bar / (K - y_bar)))
 
 
-class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
+class ELIASClassifier(PretrainedHalfMixin, TopKOutputMixin, TransformerMixin, BaseEstimator):
     """ELIAS: end-to-end learning to index and search in large output spaces (Gupta et al., NeurIPS 2022).
 
     A text encoder φ, cluster classifiers W_C, a learned row-sparse cluster→label
@@ -360,7 +348,7 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
 
     def _fit(self, X, y):
         self._check_params()
-        device = _resolve_device(self.device)
+        device = resolve_device(self.device)
         self._parallel = join_process_group(self.distributed, device, self.distributed_timeout)
         if self._parallel is not None:
             device = rank_device(device)
@@ -606,9 +594,6 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         return net
 
     # ------------------------------------------------------------------ inputs
-    def _is_hybrid(self):
-        return self.encoder == "tfidf" and self.pretrained_model is not None
-
     def _check_input(self, X, fitting):
         return check_X(
             X,
@@ -647,77 +632,6 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
         kind, X = self._check_input(X, fitting)
         return self._model_input(kind, X, fitting, tfidf)
 
-    def _static_table(self, texts, device):
-        """The static student's token table (``pretrained_backend="static"``).
-
-        Distilled token vectors times the training texts' token idf, then fitted to the transformer's
-        embeddings of up to ``pretrained_static_texts`` evenly spaced training texts.
-        """
-        from .pretrained import distill_token_table, fit_token_table, load_tokenizer, token_idf
-
-        t0 = time.perf_counter()
-        table = distill_token_table(self._pretrained_source(), pooling=self._pooling(), device=device,
-                                    download=self.pretrained_download, verbose=bool(self.verbose))
-        tokenizer = load_tokenizer(self._pretrained_source(), download=self.pretrained_download)
-        table *= token_idf(tokenizer, texts, max_length=self.pretrained_max_length)[: table.shape[0], None]
-        n = min(self.pretrained_static_texts, len(texts))
-        if n > 0:
-            rows = np.unique(np.linspace(0, len(texts) - 1, n).round().astype(np.int64))
-            sample = [texts[i] for i in rows]
-            table = fit_token_table(table, tokenizer, sample, self._embed(sample),
-                                    max_length=self.pretrained_max_length, verbose=bool(self.verbose))
-            self._embedder = None  # the transformer is no longer needed: texts are embedded by the table
-        if self.verbose:
-            logger.info("static pretrained encoder: %d token vectors, fitted to %d texts, %.1f s", table.shape[0], n,
-                        time.perf_counter() - t0)
-        return table
-
-    def _pretrained_embedder(self):
-        from .pretrained import PretrainedTextEmbedder, StaticTextEmbedder, load_tokenizer
-
-        emb = getattr(self, "_embedder", None)
-        if emb is None and getattr(self, "pretrained_static_table_", None) is not None:
-            emb = StaticTextEmbedder(self.pretrained_static_table_,
-                                     load_tokenizer(self._pretrained_source(), download=self.pretrained_download),
-                                     max_length=self.pretrained_max_length)
-            self._embedder = emb
-        if emb is None:
-            net = getattr(self, "network_", None)  # a fitted model embeds where its network is
-            device = next(net.parameters()).device if net is not None else _resolve_device(self.device)
-            emb = PretrainedTextEmbedder(self._pretrained_source(), max_length=self.pretrained_max_length,
-                                         pooling=self._pooling(), device=device, verbose=bool(self.verbose),
-                                         download=self.pretrained_download,
-                                         backend="auto" if self.pretrained_backend == "static" else self.pretrained_backend)
-            self._embedder = emb
-        return emb
-
-    def _pooling(self):
-        """The hybrid encoder's pooling: the one fitted with, else ``pretrained_pooling`` ("auto": the model's own)."""
-        from .pretrained import model_pooling
-
-        fitted = getattr(self, "pretrained_pooling_", None)
-        if fitted is not None:
-            return fitted
-        return model_pooling(self._pretrained_source()) if self.pretrained_pooling == "auto" else self.pretrained_pooling
-
-    def _pretrained_source(self):
-        """Where the pretrained transformer is read from: the copy a loaded model carries, else ``pretrained_model``."""
-        return getattr(self, "_pretrained_dir", None) or self.pretrained_model
-
-    def _embed(self, texts):
-        """Frozen pretrained embeddings of ``texts``, cached on disk by ``memory`` when set."""
-        location = getattr(self.memory, "location", self.memory)  # a joblib.Memory or a directory
-        if location is None or getattr(self, "pretrained_static_table_", None) is not None:
-            return self._pretrained_embedder().embed(texts)
-        from .pretrained import EmbeddingCache, resolve_pretrained_path
-
-        try:
-            identity = os.path.abspath(resolve_pretrained_path(self.pretrained_model))
-        except ValueError:  # an alias whose package is not installed: a loaded model's own copy
-            identity = str(self.pretrained_model)
-        key = f"{identity}|{self.pretrained_max_length}|{self._pooling()}"
-        return EmbeddingCache(location, key).embed(list(texts), lambda t: self._pretrained_embedder().embed(t))
-
     def _make_encoder(self, n_features, pretrained_dim=None):
         if self.encoder == "transformer":
             return TransformerEncoder(self._pretrained_source(), max_length=self.pretrained_max_length,
@@ -732,11 +646,6 @@ class ELIASClassifier(TopKOutputMixin, TransformerMixin, BaseEstimator):
                                  pretrained_scale=self._resolve_pretrained_scale(pretrained_dim), transformer=transformer)
         cls = SparseBagEncoder if self.encoder == "tfidf" else DenseMLPEncoder
         return cls(n_features, self.embed_dim, self.dropout)
-
-    def _resolve_pretrained_scale(self, pretrained_dim):
-        if self.pretrained_scale == "auto":
-            return float(pretrained_dim) ** 0.25
-        return float(self.pretrained_scale)
 
     # ------------------------------------------------------------------ prediction
     def _raw_topk(self, X, k, embeddings=False, tfidf=None, beam_size=None, shortlist_size=None):

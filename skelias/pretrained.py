@@ -12,6 +12,7 @@ from it (:func:`distill_token_table`, :func:`token_idf`, :func:`fit_token_table`
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import shutil
 import tempfile
@@ -355,7 +356,7 @@ def _token_counts(tokenizer, texts, max_length, vocab_size):
     ids = tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
     lengths = np.fromiter((len(r) for r in ids), dtype=np.int64, count=len(ids))
     indptr = np.concatenate([[0], np.cumsum(lengths)])
-    indices = np.fromiter((t for r in ids for t in r), dtype=np.int64, count=int(indptr[-1]))
+    indices = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(indptr[-1]))
     counts = sp.csr_matrix((np.ones(indices.size, np.float32), indices, indptr), shape=(len(ids), vocab_size))
     counts.sum_duplicates()
     return counts

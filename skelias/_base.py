@@ -353,8 +353,7 @@ def base_candidates(estimator, X, k, embeddings=True, tfidf=None, **predict_para
     scores : ndarray (n, k) float32, -inf for padding
     emb : ndarray (n, d) float32 or None (when ``embeddings`` is False or the base has no ``transform``)
     """
-    check_is_fitted(estimator)
-    if hasattr(estimator, "_raw_topk"):
+    if hasattr(estimator, "_raw_topk"):  # checks its own fitted state, cheaply (no per-call tag lookups)
         extra = dict(predict_params) if tfidf is None else {"tfidf": tfidf, **predict_params}
         if embeddings:
             try:
@@ -368,6 +367,7 @@ def base_candidates(estimator, X, k, embeddings=True, tfidf=None, **predict_para
                 raise
             idx, scores = estimator._raw_topk(X, k, **predict_params)[:2]
     else:
+        check_is_fitted(estimator)
         labels, scores = estimator.predict_topk(X, k, **predict_params)
         idx = label_indices(estimator, labels)
     emb = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -146,6 +147,8 @@ class ELIASNetwork(nn.Module):
         if self.dense_label_scoring and (self.training or dense_pays):
             full = (emb @ self.label_weight.T).add_(self.label_bias)  # in place: one N × L buffer, not two
             return torch.gather(full, 1, safe)
+        if emb.device.type == "cpu" and not torch.is_grad_enabled():
+            return _sampled_logits(emb, safe, self.label_weight, self.label_bias)
         w = nn.functional.embedding(safe, self.label_weight)  # (N, K, d) rows of W_L
         return torch.bmm(w, emb.unsqueeze(-1)).squeeze(-1) + self.label_bias[safe]
 
@@ -257,6 +260,24 @@ class ELIASNetwork(nn.Module):
             ~self.a_mask, NEG_INF
         )
         self.update_parents()
+
+
+def _sampled_logits(emb, labels, weight, bias):
+    """``weight[labels[i, j]] · emb[i] + bias[labels[i, j]]`` as one sampled dense-dense product (no autograd).
+
+    ``torch.sparse.sampled_addmm`` computes only the N·K requested dot products, reading each classifier
+    row once, where a gather followed by a batched matmul first copies the N·K rows (d floats each) and
+    reads them again: about a third less time for a single query on CPU. The pattern keeps the shortlist's
+    order and repeated labels (the CPU kernel computes each stored entry on its own; sorting the columns
+    would cost a sixth of the product), so its values are the logits in ``labels``' order.
+    """
+    N, K = labels.shape
+    crow = torch.arange(0, N * K + 1, K, dtype=torch.int64, device=labels.device)
+    with warnings.catch_warnings():  # torch warns once per process that sparse CSR support is in beta
+        warnings.simplefilter("ignore", UserWarning)
+        pattern = torch.sparse_csr_tensor(crow, labels.reshape(-1), bias[labels].reshape(-1).to(emb.dtype),
+                                          size=(N, weight.shape[0]), check_invariants=False)
+    return torch.sparse.sampled_addmm(pattern, emb.contiguous(), weight.T.to(emb.dtype)).values().view(N, K)
 
 
 def _search(sorted_keys, query):

@@ -434,7 +434,11 @@ class StageTrainer:
         return elias_loss(out, gold_keys, self.net.n_labels, self.config.loss_lambda)
 
 
-@torch.no_grad()
+#: entries of Eq. 6's (rows × (L+1)) buffer per prediction chunk
+_PREDICT_BUFFER = 2**23
+
+
+@torch.inference_mode()  # cheaper per operation than no_grad, felt in single queries; nothing it makes is kept
 def predict_topk_scores(net, X, *, make_batch, k, batch_size, device, use_amp=False, embeddings=False,
                         beam_size=None, shortlist_size=None):
     """Final scores ``p_l = σ(w_lᵀφ + b_l)·ŷ_l`` (Eq. 7's p) of each row's top-k labels.
@@ -454,8 +458,9 @@ def predict_topk_scores(net, X, *, make_batch, k, batch_size, device, use_amp=Fa
     L = net.n_labels
     if net.multi_edge and (L + 1) * 64 <= net.dense_max_threshold:
         # keep Eq. 6's N × (L+1) max-over-paths buffer within the dense threshold (the sort-based
-        # fallback is slower for a batch)
-        batch_size = max(64, min(batch_size, net.dense_max_threshold // (L + 1)))
+        # fallback is slower for a batch) and its per-chunk intermediates moderate (chunks of
+        # _PREDICT_BUFFER entries predict faster than chunks of the whole threshold)
+        batch_size = max(64, min(batch_size, min(net.dense_max_threshold, _PREDICT_BUFFER) // (L + 1)))
     labs, scs, embs = [], [], []
     for start in range(0, X.shape[0], batch_size):
         xb = make_batch(X if X.shape[0] <= batch_size else X[start : start + batch_size], device)

@@ -12,9 +12,17 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
 
-from ._base import TopKOutputMixin, base_candidates, check_fit_input, fit_aside, is_fitted, store_params, topk_of
+from ._base import (
+    TopKOutputMixin,
+    base_candidates,
+    check_fit_input,
+    fit_aside,
+    is_fitted,
+    require_fitted,
+    store_params,
+    topk_of,
+)
 from ._labels import as_targets, is_label_matrix, target_kind
 from ._logging import logger, verbose_logging
 from ._typing import InputLike, TargetLike
@@ -206,7 +214,7 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         return getattr(self.estimator_, "n_candidates", 100)
 
     def _raw_topk(self, X, k, embeddings=False, **predict_params):
-        check_is_fitted(self, "tree_")
+        require_fitted(self, "tree_")
         idx, p, q = self._scores(X, **predict_params)
         valid = idx >= 0
         t = np.zeros(idx.shape, dtype=np.float32)

@@ -10,9 +10,8 @@ import scipy.sparse as sp
 from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
 
-from ._base import TopKOutputMixin, base_candidates, check_fit_input, fit_aside, pad_topk, store_params
+from ._base import TopKOutputMixin, base_candidates, check_fit_input, fit_aside, pad_topk, require_fitted, store_params
 from ._labels import LabelIndexer, as_targets, is_label_matrix, target_kind
 from ._typing import InputLike, TargetLike
 from ._validation import HasMethods, positive_int
@@ -172,7 +171,7 @@ class TopKEnsemble(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         return self.n_candidates * len(self.estimators_)
 
     def _raw_topk(self, X, k, embeddings=False):
-        check_is_fitted(self, "estimators_")
+        require_fitted(self, "estimators_")
         candidates = []
         for member, remap in zip(self.estimators_, self._maps):
             idx, scores, _ = base_candidates(member, X, self.n_candidates, embeddings=False)

@@ -160,6 +160,29 @@ def _restore_neg_inf(t):
     return t.masked_fill(t <= torch.finfo(t.dtype).min, NEG_INF)
 
 
+#: below every finite log score: fill values of :func:`_shortlist_one_row`'s buffer (distinct, so the
+#: selection's pivoting does not degrade on the thousands of unreachable labels' equal values)
+_UNREACHED = -3e38
+
+
+def _shortlist_one_row(labels, log_path, n_labels, K):
+    """Eq. 6 and the top-K shortlist of a single prediction row (CPU, no autograd), unordered.
+
+    The same labels as the dense path's ``topk`` (up to the choice among exact ties at the K-th value), in a
+    fifth of the time: NumPy's introselect over a buffer whose unreached labels hold distinct values far below
+    any log score, instead of ``torch.topk`` over thousands of equal ``-inf``.
+    """
+    fill = torch.arange(n_labels + 1, dtype=torch.float32).mul_(1e33).add_(_UNREACHED)
+    dense = fill.unsqueeze(0).scatter_reduce_(1, labels, log_path.float(), reduce="amax", include_self=True)
+    row = dense[0, :n_labels].numpy()
+    K = min(K, n_labels)
+    top = np.argpartition(row, n_labels - K)[n_labels - K:] if K < n_labels else np.arange(n_labels)
+    top_lab = torch.from_numpy(top).unsqueeze(0)
+    top_lp = torch.from_numpy(row[top]).unsqueeze(0).to(log_path.dtype)
+    unreached = top_lp < -1e38
+    return top_lab.masked_fill(unreached, n_labels), top_lp.masked_fill(unreached, NEG_INF)
+
+
 class _DenseShortlist(torch.autograd.Function):
     """Eq. 6 into a dense buffer, then the top-K shortlist and the gold labels' scores, with a sparse backward.
 
@@ -171,8 +194,14 @@ class _DenseShortlist(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, log_path, labels, n_labels, K, gold_labels):
+        if labels.shape[0] == 1 and labels.device.type == "cpu" and gold_labels is None and not ctx.needs_input_grad[0]:
+            top_lab, top_lp = _shortlist_one_row(labels, log_path, n_labels, K)
+            ctx.mark_non_differentiable(top_lab)
+            return top_lp, top_lab, None
         dense = _scatter_max(labels, log_path, n_labels)  # -inf (or the lowest float) where no path
-        top_lp, top_lab = torch.topk(dense[:, :n_labels], K, dim=1)
+        # the shortlist's order is irrelevant downstream; at prediction an unsorted selection is ~30 % cheaper
+        # (training keeps the sorted one, so its summation order, and results, do not depend on this)
+        top_lp, top_lab = torch.topk(dense[:, :n_labels], K, dim=1, sorted=bool(ctx.needs_input_grad[0]))
         top_lp = _restore_neg_inf(top_lp)
         top_lab = top_lab.masked_fill(torch.isneginf(top_lp), n_labels)
         gold_lp = _restore_neg_inf(torch.gather(dense, 1, gold_labels)) if gold_labels is not None else None
@@ -220,7 +249,8 @@ def dense_shortlist(labels, log_path, n_labels, K, gold_labels=None):
     Returns
     -------
     top_lab : Tensor of shape (N, K), int64
-        The K labels of largest log ŷ (``n_labels`` where fewer are reachable).
+        The K labels of largest log ŷ (``n_labels`` where fewer are reachable); in no particular order
+        unless gradients flow to ``log_path``.
     top_lp : Tensor of shape (N, K), float32
         Their log ŷ (-inf for padding).
     gold_lp : Tensor of shape (N, G), float32, or None

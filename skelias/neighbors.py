@@ -17,7 +17,7 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.preprocessing import normalize
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import TopKOutputMixin, fit_aside, pad_topk, store_params
+from ._base import TopKOutputMixin, fit_aside, pad_topk, require_fitted, store_params
 from ._labels import LabelIndexer, as_targets, is_label_matrix, target_kind
 from ._typing import InputLike, ScoreMatrix, TargetLike
 from ._validation import HasMethods, Interval, apply_vectorizer, check_n_rows, check_X, default_vectorizer, positive_int
@@ -168,6 +168,6 @@ class KNNLabelClassifier(TopKOutputMixin, BaseEstimator):
 
     def _raw_topk(self, X, k):
         """(indices, scores) of the ``k`` best-voted labels; rows with fewer voted labels are padded."""
-        check_is_fitted(self, "X_train_T_")
+        require_fitted(self, "X_train_T_")
         S = self._vote_scores(X)
         return pad_topk(*top_k(S, min(k, S.shape[1])), k)

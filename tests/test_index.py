@@ -152,10 +152,35 @@ def test_dense_shortlist_gradient_equals_autograd_through_scatter_max():
     torch.testing.assert_close(gold_lp, torch.gather(dense, 1, gold))
     torch.testing.assert_close(x2.grad, x1.grad)
     assert x2.grad[0].abs().sum() == 0 and x2.grad.abs().sum() > 0
-    with torch.no_grad():  # prediction: same values without the backward bookkeeping
+    with torch.no_grad():  # prediction: the same shortlist (in no particular order) without the bookkeeping
         lab3, lp3, gold3 = dense_shortlist(labels, lp, L, K)
-    assert torch.equal(lab3, ref_lab) and gold3 is None
-    torch.testing.assert_close(lp3, ref_lp.detach())
+    assert gold3 is None
+    _assert_same_shortlist(lab3, lp3, ref_lab, ref_lp.detach())
+
+
+def _assert_same_shortlist(lab, lp, ref_lab, ref_lp):
+    """Equal (label, score) sets per row, whatever their order."""
+    lab_s, order = torch.sort(lab, dim=1, stable=True)
+    ref_s, ref_order = torch.sort(ref_lab, dim=1, stable=True)
+    assert torch.equal(lab_s, ref_s)
+    torch.testing.assert_close(torch.gather(lp, 1, order), torch.gather(ref_lp, 1, ref_order))
+
+
+@pytest.mark.parametrize(("n_paths", "K"), [(40, 7), (6, 7), (40, 25)])
+def test_single_row_shortlist_equals_batch_selection(n_paths, K):
+    """A single prediction row (NumPy selection) shortlists the labels the batched topk does, padding included."""
+    g = torch.Generator().manual_seed(n_paths + K)
+    L = 25
+    labels = torch.randint(0, L + 1, (3, n_paths), generator=g)
+    lp = torch.randn(3, n_paths, generator=g).masked_fill(labels == L, float("-inf"))
+    lp[0, :3] = float("-inf")  # unreachable edges among real labels
+    with torch.no_grad():
+        ref_lab, ref_lp, _ = dense_shortlist(labels, lp, L, K)
+        for i in range(3):
+            lab, one_lp, gold = dense_shortlist(labels[i : i + 1], lp[i : i + 1], L, K)
+            assert gold is None and lab.shape == (1, K)
+            _assert_same_shortlist(lab, one_lp, ref_lab[i : i + 1], ref_lp[i : i + 1])
+            assert bool((lab[torch.isneginf(one_lp)] == L).all())  # fewer reachable than K: padded
 
 
 @pytest.mark.parametrize("init", ["tree", "random", "approx"])

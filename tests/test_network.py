@@ -119,3 +119,26 @@ def test_stage1_gold_scores_gather_equals_path_lookup(tree_index):
     labels, lp = expand_paths(clusters, log_cs, net.a_indices, net.log_edge_scores())
     torch.testing.assert_close(out["gold_log_shortlist"], _lookup(labels, lp, gold, L))
     assert torch.isfinite(out["gold_log_shortlist"][gold < L]).all()  # teacher forcing reaches every gold label
+
+
+@pytest.mark.parametrize("n_rows", [1, 3])
+def test_prediction_label_logits_equal_the_gathered_rows(tree_index, n_rows):
+    """Without autograd, the shortlist's logits (a sampled product) equal w_l·φ + b_l of the gathered rows,
+    in the shortlist's order, with repeated labels and the padding label L among them."""
+    L = 24
+    rs, _, ind, mask = tree_index(2, L)
+    net = _net(ind, mask, True, L)
+    net.dense_label_scoring = False
+    with torch.no_grad():
+        net.label_bias.copy_(torch.randn(L))
+    emb = torch.from_numpy(rs.randn(n_rows, 16).astype(np.float32))
+    labels = torch.from_numpy(rs.randint(0, L + 1, (n_rows, 9)))
+    labels[:, -2:] = labels[:, :2]  # repeats
+    labels[0, 3] = L  # padding
+    safe = labels.clamp(max=L - 1)
+    expected = (net.label_weight[safe] * emb[:, None, :]).sum(-1) + net.label_bias[safe]
+    with torch.no_grad():
+        got = net.label_logits(emb, labels)
+    torch.testing.assert_close(got, expected.detach(), rtol=1e-5, atol=1e-5)
+    with torch.enable_grad():  # training: the differentiable gather gives the same values
+        torch.testing.assert_close(net.label_logits(emb, labels).detach(), got, rtol=1e-5, atol=1e-5)

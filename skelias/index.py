@@ -168,9 +168,10 @@ _UNREACHED = -3e38
 def _shortlist_one_row(labels, log_path, n_labels, K):
     """Eq. 6 and the top-K shortlist of a single prediction row (CPU, no autograd), unordered.
 
-    The same labels as the dense path's ``topk`` (up to the choice among exact ties at the K-th value), in a
-    fifth of the time: NumPy's introselect over a buffer whose unreached labels hold distinct values far below
-    any log score, instead of ``torch.topk`` over thousands of equal ``-inf``.
+    The same labels as the dense path's ``torch.topk`` (up to the choice among exact ties at the K-th value)
+    in about a third of its time: NumPy's introselect over a buffer whose unreached labels hold distinct
+    values far below any log score, instead of thousands of equal ``-inf``. (For batches, ``torch.topk``
+    over rows in parallel is as fast as NumPy on row blocks in threads.)
     """
     fill = torch.arange(n_labels + 1, dtype=torch.float32).mul_(1e33).add_(_UNREACHED)
     dense = fill.unsqueeze(0).scatter_reduce_(1, labels, log_path.float(), reduce="amax", include_self=True)

@@ -167,20 +167,25 @@ def _assert_same_shortlist(lab, lp, ref_lab, ref_lp):
 
 
 @pytest.mark.parametrize(("n_paths", "K"), [(40, 7), (6, 7), (40, 25)])
-def test_single_row_shortlist_equals_batch_selection(n_paths, K):
-    """A single prediction row (NumPy selection) shortlists the labels the batched topk does, padding included."""
+def test_prediction_shortlist_equals_torch_selection(n_paths, K):
+    """At prediction (unsorted; NumPy's selection for one row) the shortlist holds the labels and scores the
+    differentiable path's sorted torch.topk selects, padding included, for one row and for a batch."""
     g = torch.Generator().manual_seed(n_paths + K)
-    L = 25
-    labels = torch.randint(0, L + 1, (3, n_paths), generator=g)
-    lp = torch.randn(3, n_paths, generator=g).masked_fill(labels == L, float("-inf"))
+    L, N = 25, 9
+    labels = torch.randint(0, L + 1, (N, n_paths), generator=g)
+    lp = torch.randn(N, n_paths, generator=g).masked_fill(labels == L, float("-inf"))
     lp[0, :3] = float("-inf")  # unreachable edges among real labels
+    ref_lab, ref_lp, _ = dense_shortlist(labels, lp.clone().requires_grad_(), L, K)
     with torch.no_grad():
-        ref_lab, ref_lp, _ = dense_shortlist(labels, lp, L, K)
-        for i in range(3):
-            lab, one_lp, gold = dense_shortlist(labels[i : i + 1], lp[i : i + 1], L, K)
-            assert gold is None and lab.shape == (1, K)
-            _assert_same_shortlist(lab, one_lp, ref_lab[i : i + 1], ref_lp[i : i + 1])
-            assert bool((lab[torch.isneginf(one_lp)] == L).all())  # fewer reachable than K: padded
+        lab, got_lp, gold = dense_shortlist(labels, lp, L, K)
+        assert gold is None and lab.shape == (N, K)
+        _assert_same_shortlist(lab, got_lp, ref_lab, ref_lp.detach())
+        for i in range(N):
+            one_lab, one_lp, _ = dense_shortlist(labels[i : i + 1], lp[i : i + 1], L, K)
+            _assert_same_shortlist(one_lab, one_lp, ref_lab[i : i + 1], ref_lp[i : i + 1].detach())
+    assert bool((lab[torch.isneginf(got_lp)] == L).all())  # fewer reachable than K: padded
+    if n_paths < K:
+        assert bool(torch.isneginf(got_lp).any())
 
 
 @pytest.mark.parametrize("init", ["tree", "random", "approx"])

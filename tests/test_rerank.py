@@ -25,6 +25,9 @@ def test_pair_margins_match_brute_force(monkeypatch):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     got_t = pair_margins(psi, W, b, idx, chunk_size=7, WT=sp.csr_matrix(W.T))  # the transposed path
     np.testing.assert_allclose(got_t, want, rtol=1e-5, atol=1e-6)
+    for i in (0, 3, 49):  # one query: the bincount path
+        got_1 = pair_margins(psi[i : i + 1], W, b, idx[i : i + 1], WT=sp.csr_matrix(W.T))
+        np.testing.assert_allclose(got_1, want[i : i + 1], rtol=1e-5, atol=1e-6)
     monkeypatch.setattr("skelias.rerank._DENSE_LOOKUP", 0)  # scipy's sparse lookup instead of the dense one
     np.testing.assert_array_equal(pair_margins(psi, W, b, idx, chunk_size=7, WT=sp.csr_matrix(W.T)), got_t)
     np.testing.assert_allclose(transform_margins(np.array([1.5, 0.0, -1.0]), "l3-hinge"),

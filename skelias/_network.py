@@ -145,7 +145,10 @@ class ELIASNetwork(nn.Module):
         # (compute- vs memory-bound on CPU), so beyond L = 16·K the gather wins even for large batches
         dense_pays = labels.numel() >= self.n_labels and self.n_labels <= 16 * labels.shape[-1]
         if self.dense_label_scoring and (self.training or dense_pays):
-            full = (emb @ self.label_weight.T).add_(self.label_bias)  # in place: one N × L buffer, not two
+            if torch.is_grad_enabled():
+                full = (emb @ self.label_weight.T).add_(self.label_bias)  # in place: one N × L buffer, not two
+            else:  # prediction: the bias added inside the GEMM (one pass less over the N × L buffer)
+                full = torch.addmm(self.label_bias, emb, self.label_weight.T)
             return torch.gather(full, 1, safe)
         if emb.device.type == "cpu" and not torch.is_grad_enabled():
             return _sampled_logits(emb, safe, self.label_weight, self.label_bias)

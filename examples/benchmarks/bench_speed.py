@@ -56,7 +56,7 @@ def _components():
                       encoders.DenseMLPEncoder.forward],
         "cluster scores + beam": [index.cluster_log_scores, index.shortlist_clusters],
         "shortlist (Eq. 6)": [index.expand_paths, index.max_over_paths, index.max_over_paths_dense,
-                              index.shortlist_labels],
+                              index.dense_shortlist, index.shortlist_labels],
         "label scores": [_network.ELIASNetwork.label_logits],
         "re-ranker": [rerank.ranker_features, rerank.pair_margins, rerank.transform_margins],
         "calibrator": [DecisionTreeClassifier.predict_proba],

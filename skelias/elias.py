@@ -6,7 +6,6 @@ import copy
 import numbers
 import os
 import time
-import warnings
 from typing import ClassVar
 
 import numpy as np
@@ -16,21 +15,14 @@ from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils import check_random_state
 
 from ._base import TopKOutputMixin, fill_new_parameters, fit_aside, require_fitted, store_params
-from ._checkpoint import Checkpointer, fingerprint, rng_state, set_rng_state
 from ._distributed import join_process_group, rank_device, resolve_device
 from ._hybrid import PretrainedHalfMixin
 from ._inputs import HybridFeatures, HybridTexts, TextRows, pifa_blocks
 from ._labels import LabelIndexer, as_targets, is_label_matrix, target_kind
 from ._logging import logger, verbose_logging
 from ._network import ELIASNetwork
-from ._training import (
-    StageTrainer,
-    TrainingConfig,
-    TrainingDivergedError,
-    cluster_matching_matrix,
-    predict_topk_scores,
-    validation_ndcg,
-)
+from ._stages import TwoStageFitMixin
+from ._training import TrainingConfig, predict_topk_scores, validation_ndcg
 from ._typing import InputLike, TargetLike
 from ._validation import (
     HasMethods,
@@ -49,7 +41,7 @@ from ._validation import (
 )
 from .cluster import cluster_labels, default_n_clusters
 from .encoders import DenseMLPEncoder, HybridEncoder, SparseBagEncoder, TransformerEncoder
-from .index import ADJACENCY_INITS, padded_adjacency, prune_edges, stage2_adjacency
+from .index import ADJACENCY_INITS, padded_adjacency, prune_edges
 
 __all__ = ["ELIASClassifier"]
 
@@ -70,7 +62,7 @@ def _label_bias_init(Y, K):
     return float(np.log(y_bar / (K - y_bar)))
 
 
-class ELIASClassifier(PretrainedHalfMixin, TopKOutputMixin, TransformerMixin, BaseEstimator):
+class ELIASClassifier(TwoStageFitMixin, PretrainedHalfMixin, TopKOutputMixin, TransformerMixin, BaseEstimator):
     """ELIAS: end-to-end learning to index and search in large output spaces (Gupta et al., NeurIPS 2022).
 
     A text encoder φ, cluster classifiers W_C, a learned row-sparse cluster→label
@@ -185,8 +177,10 @@ class ELIASClassifier(PretrainedHalfMixin, TopKOutputMixin, TransformerMixin, Ba
     k : int, default=5
         Labels per row returned by :meth:`predict`.
     label_scoring : {"auto", "dense", "gather"}, default="auto"
-        ``"dense"`` scores all labels with one matmul then gathers the shortlist;
-        ``"gather"`` gathers the K shortlisted classifier rows. ``"auto"``: dense up to 2¹⁷ labels.
+        ``"dense"`` scores all labels with one matmul then gathers the shortlist (in training, and
+        for prediction batches large enough to pay for it); ``"gather"`` scores only the K
+        shortlisted classifier rows (at prediction on CPU, one sampled product). ``"auto"``: dense
+        up to 2¹⁷ labels.
     memory : str, joblib.Memory or None, default=None
         Directory of a per-text disk cache for the frozen pretrained embeddings (hybrid
         encoder): a text embedded once, by any fit or predict call, is not embedded again.
@@ -499,99 +493,6 @@ class ELIASClassifier(PretrainedHalfMixin, TopKOutputMixin, TransformerMixin, Ba
                               loss_lambda=self.loss_lambda, accumulation_steps=self.accumulation_steps,
                               lr_pretrained=lr_pretrained, embedding_optimizer=self.embedding_optimizer,
                               device=device, use_amp=device.type == "cuda", verbose=self.verbose, desc="stage 1")
-
-    def _open_checkpoint(self, X, Y):
-        """The fit's :class:`~skelias._checkpoint.Checkpointer` and its last checkpoint (None, None without)."""
-        if self.checkpoint_dir is None:
-            return None, None
-        params = {k: v for k, v in self.get_params(deep=False).items()
-                  if k not in ("checkpoint_dir", "verbose", "memory", "device", "distributed_timeout")}
-        parallel = getattr(self, "_parallel", None)
-        # every rank resumes from the checkpoint; only rank 0 writes
-        ckpt = Checkpointer(self.checkpoint_dir, fingerprint(params, X, Y),
-                            read_only=parallel is not None and parallel.rank != 0)
-        return ckpt, ckpt.load()
-
-    def _epoch_checkpoint(self, ckpt, stage, rs):
-        """``on_epoch_end`` hook writing the checkpoint of ``stage`` (None without a checkpoint directory)."""
-        if ckpt is None:
-            return None
-
-        def save(trainer, epoch, history, best):
-            ckpt.save({"stage": stage, "epoch": epoch + 1, "history": history, "trainer": trainer.state_dict(),
-                       "net": {k: v.detach().cpu() for k, v in trainer.net.state_dict().items()},
-                       "best_score": best.score, "best_epoch": best.epoch, "best_state": best.state,
-                       "numpy_rng": rng_state(rs), "torch_rng": torch.get_rng_state(),
-                       "cuda_rng": torch.cuda.get_rng_state() if torch.cuda.is_available() else None})
-
-        return save
-
-    @staticmethod
-    def _resume_from(saved, net, rs):
-        """Load a checkpoint's network and random-generator states; return it for :meth:`StageTrainer.fit`."""
-        net.load_state_dict(saved["net"])
-        set_rng_state(rs, saved["numpy_rng"])
-        torch.set_rng_state(saved["torch_rng"])
-        if saved.get("cuda_rng") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state(saved["cuda_rng"])
-        return saved
-
-    def _train_stage1(self, net, config, X, Y, rs, evaluate, ckpt, saved):
-        """Stage 1 with A fixed to the clustering, continued from a checkpoint when there is one."""
-        if saved is not None and saved["stage"] == 2:  # stage 1 had finished: its final model
-            stage1 = ckpt.load("stage1.pt")
-            net.load_state_dict(stage1["net"])
-            self.history_ = stage1["history"]
-            return
-        trainer = StageTrainer(net, config, rs, evaluate, parallel=getattr(self, "_parallel", None))
-        trainer.on_epoch_end = self._epoch_checkpoint(ckpt, 1, rs)
-        resume = None if saved is None else self._resume_from(saved, net, rs)
-        self.history_ = [dict(stage=1, **h) for h in trainer.fit(X, Y, resume=resume)]
-
-    def _train_stage2(self, net, tree, X, Y, config, rs, seed, evaluate, device, ckpt=None, saved=None):
-        """Stage 2: A's support from MᵀY (Eq. 9–10), everything trained; the better stage by validation."""
-        stage1_best, stage1_net = -np.inf, None
-        if evaluate is not None:  # model selection may keep the stage-1 model
-            stage1_best = max(h["val_ndcg@5"] for h in self.history_)
-            stage1_net = copy.deepcopy(net).cpu()
-        resuming = saved is not None and saved["stage"] == 2
-        if ckpt is not None and not resuming:
-            ckpt.save({"net": {k: v.detach().cpu() for k, v in net.state_dict().items()}, "history": self.history_},
-                      name="stage1.pt")
-        t0 = time.perf_counter()
-        L, C = Y.shape[1], tree.n_clusters
-        kappa = min(self.kappa if self.kappa is not None else 10 * -(-L // C), L)
-        M = cluster_matching_matrix(net, X, make_batch=net.encoder.make_batch, batch_size=1024, device=device)
-        a_ind, a_mask, a_values = stage2_adjacency(M, Y, kappa, tree.adjacency(), self.adjacency_init, self.beta)
-        if getattr(self, "_parallel", None) is not None:  # rank 0's index on every rank
-            a_ind, a_mask, a_values = self._parallel.broadcast((a_ind, a_mask, a_values))
-        net.set_adjacency(a_ind, a_mask, seed=seed + 1, a_values=a_values)
-        self.fit_time_["stage2_init"] = time.perf_counter() - t0
-        if self.verbose:
-            logger.info("stage-2 index: %d edges (κ = %d per cluster), %.1f s", int(a_mask[:-1].sum()), kappa,
-                        self.fit_time_["stage2_init"])
-        t0 = time.perf_counter()
-        config2 = config.scaled(self.stage2_lr_factor, n_epochs=self.n_epochs_stage2, desc="stage 2",
-                                lr_adjacency=self.lr_adjacency if self.lr_adjacency is not None else self.lr)
-        trainer = StageTrainer(net, config2, rs, evaluate, parallel=getattr(self, "_parallel", None))
-        trainer.on_epoch_end = self._epoch_checkpoint(ckpt, 2, rs)
-        resume = self._resume_from(saved, net, rs) if resuming else None
-        try:
-            self.history_ += [dict(stage=2, **h) for h in trainer.fit(X, Y, resume=resume)]
-        except TrainingDivergedError as exc:
-            if stage1_net is None:
-                raise
-            warnings.warn(f"{exc} Kept the stage-1 model (validation nDCG@5 {stage1_best:.4f}).", RuntimeWarning,
-                          stacklevel=3)
-            self.selected_stage_ = 1
-            return stage1_net.to(device)
-        self.fit_time_["stage2"] = time.perf_counter() - t0
-        self.selected_stage_ = 2
-        if stage1_net is not None and max(h["val_ndcg@5"] for h in self.history_ if h["stage"] == 2) < stage1_best:
-            logger.info("stage 2 did not beat stage 1 on the validation split (nDCG@5 %.4f); keeping stage 1",
-                        stage1_best)
-            net, self.selected_stage_ = stage1_net.to(device), 1
-        return net
 
     # ------------------------------------------------------------------ inputs
     def _check_input(self, X, fitting):

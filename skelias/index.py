@@ -160,8 +160,9 @@ def _restore_neg_inf(t):
     return t.masked_fill(t <= torch.finfo(t.dtype).min, NEG_INF)
 
 
-#: below every finite log score: fill values of :func:`_shortlist_one_row`'s buffer (distinct, so the
-#: selection's pivoting does not degrade on the thousands of unreachable labels' equal values)
+#: :func:`_shortlist_one_row` fills its buffer with distinct values in [-3·10³⁸, -2·10³⁸), far below every
+#: finite log score (so the selection's pivoting does not degrade on thousands of equal values; they stay
+#: distinct in float32 up to ~5·10⁶ labels, beyond which ties only slow the selection down)
 _UNREACHED = -3e38
 
 
@@ -173,14 +174,14 @@ def _shortlist_one_row(labels, log_path, n_labels, K):
     values far below any log score, instead of thousands of equal ``-inf``. (For batches, ``torch.topk``
     over rows in parallel is as fast as NumPy on row blocks in threads.)
     """
-    fill = torch.arange(n_labels + 1, dtype=torch.float32).mul_(1e33).add_(_UNREACHED)
+    fill = torch.arange(n_labels + 1, dtype=torch.float32).mul_(1e38 / (n_labels + 1)).add_(_UNREACHED)
     dense = fill.unsqueeze(0).scatter_reduce_(1, labels, log_path.float(), reduce="amax", include_self=True)
     row = dense[0, :n_labels].numpy()
     K = min(K, n_labels)
     top = np.argpartition(row, n_labels - K)[n_labels - K:] if K < n_labels else np.arange(n_labels)
     top_lab = torch.from_numpy(top).unsqueeze(0)
     top_lp = torch.from_numpy(row[top]).unsqueeze(0).to(log_path.dtype)
-    unreached = top_lp < -1e38
+    unreached = top_lp < -1.5e38
     return top_lab.masked_fill(unreached, n_labels), top_lp.masked_fill(unreached, NEG_INF)
 
 

@@ -166,12 +166,12 @@ def _assert_same_shortlist(lab, lp, ref_lab, ref_lp):
     torch.testing.assert_close(torch.gather(lp, 1, order), torch.gather(ref_lp, 1, ref_order))
 
 
-@pytest.mark.parametrize(("n_paths", "K"), [(40, 7), (6, 7), (40, 25)])
-def test_prediction_shortlist_equals_torch_selection(n_paths, K):
+@pytest.mark.parametrize(("n_paths", "K", "L"), [(40, 7, 25), (6, 7, 25), (40, 25, 25), (6, 7, 400_000)])
+def test_prediction_shortlist_equals_torch_selection(n_paths, K, L):
     """At prediction (unsorted; NumPy's selection for one row) the shortlist holds the labels and scores the
     differentiable path's sorted torch.topk selects, padding included, for one row and for a batch."""
     g = torch.Generator().manual_seed(n_paths + K)
-    L, N = 25, 9
+    N = 9
     labels = torch.randint(0, L + 1, (N, n_paths), generator=g)
     lp = torch.randn(N, n_paths, generator=g).masked_fill(labels == L, float("-inf"))
     lp[0, :3] = float("-inf")  # unreachable edges among real labels

@@ -104,7 +104,8 @@ def pair_margins(psi, W, intercept, indices, chunk_size=1024, WT=None):
         if not valid.any():
             continue
         if WT is not None and I.shape[0] == 1:  # one query: ψ·Wᵀ as a bincount over the rows of its features
-            out[start][valid[0]] = _one_row_margins(rows, WT)[I[0, valid[0]]] + intercept[I[0, valid[0]]]
+            cols = I[0, valid[0]]
+            out[start][valid[0]] = _one_row_margins(rows, WT)[cols] + intercept[cols]
             continue
         if WT is not None and I.shape[0] <= 64:  # small batches: no copy of classifier rows (slower for large ones)
             S = sp.csr_matrix(rows @ WT)

@@ -38,7 +38,7 @@ from ._validation import (
     topk_to_indicator,
 )
 
-__all__ = ["SparseReranker", "pair_margins", "ranker_features", "transform_margins"]
+__all__ = ["SparseReranker", "auto_C", "pair_margins", "ranker_features", "transform_margins"]
 
 SCORE_TRANSFORMS = ("auto", "sigmoid", "l3-hinge")
 
@@ -63,6 +63,38 @@ def ranker_features(bow, emb, embedding_weight=1.0):
     out = sp.hstack([bow, sp.csr_matrix(emb)], format="csr", dtype=np.float32)
     out.sort_indices()
     return out
+
+
+#: ``C="auto"``: label problems of at least this many rows on average get :data:`_AUTO_C_LARGE`
+_AUTO_C_ROWS = 1000
+_AUTO_C_SMALL, _AUTO_C_LARGE = 1.0, 0.5
+
+
+def auto_C(Y, candidates):
+    """``C="auto"``: 0.5 when the label problems average ≥ 1,000 rows, else 1.0 (PECOS's C).
+
+    Parameters
+    ----------
+    Y : sparse matrix (n_samples, n_labels)
+        Relevant labels of the training rows.
+    candidates : sparse matrix (n_samples, n_labels)
+        The base model's candidates of the same rows (non-zero = candidate).
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> auto_C(sp.eye(10, 5, format="csr"), sp.csr_matrix(np.ones((10, 5))))  # 10 rows per label problem
+    1.0
+    """
+    rows = (sp.csr_matrix(Y, dtype=bool) + sp.csr_matrix(candidates, dtype=bool)).getnnz(axis=0)
+    used = rows[rows > 0]
+    if used.size and used.mean() >= _AUTO_C_ROWS:
+        return _AUTO_C_LARGE
+    return _AUTO_C_SMALL
 
 
 #: largest rows × labels product looked up through a dense copy in :func:`pair_margins`
@@ -152,10 +184,13 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         to reuse it as is.
     n_candidates : int, default=100
         Labels per row taken from the base model, for training and prediction.
-    C : float, default=0.5
-        LIBLINEAR's inverse regularisation strength. The reference ELIAS++ uses PECOS's 1.0; the
-        stronger default regularisation ranks better once calibrated, most on small data
-        (``docs/design.md``).
+    C : float or "auto", default="auto"
+        LIBLINEAR's inverse regularisation strength. ``"auto"``: from the size of the label
+        problems — each label's problem holds its positives and the rows where it is among the
+        top ``n_candidates``; when they average at least 1,000 rows (few labels, many rows per
+        label), C = 0.5, otherwise PECOS's 1.0. LIBLINEAR sums the loss over a problem's rows, so
+        under one C a problem with more rows is regularised relatively less (``docs/design.md``).
+        The value used is ``C_``.
     loss : {"squared_hinge", "logistic", "hinge"}, default="squared_hinge"
         ``"squared_hinge"``: L2-loss SVM, dual coordinate descent (PECOS's default);
         ``"logistic"``: the paper's Eq. 17 (primal trust-region Newton, reproducible).
@@ -194,6 +229,8 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
     coef_ : csr_matrix (n_labels, n_bow + d) float32
         The pruned classifiers w_l.
     intercept_ : ndarray (n_labels,) float32
+    C_ : float
+        The C the classifiers were trained with (``C``, or its ``"auto"`` choice).
     classes_ : ndarray (n_labels,)
     label_frequency_ : ndarray (n_labels,) float32
         Training positives of each label (the base model's when it records them).
@@ -217,7 +254,7 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
     _parameter_constraints: ClassVar[dict] = {
         "estimator": [None, HasMethods(["fit"])],
         "n_candidates": [positive_int],
-        "C": [positive_real],
+        "C": [positive_real, StrOptions({"auto"})],
         "loss": [StrOptions(set(LOSSES))],
         "weight_threshold": [non_negative_real],
         "bias": [Interval(numbers.Real, None, None, closed="neither")],
@@ -231,7 +268,7 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         "verbose": ["verbose"],
     }
 
-    def __init__(self, estimator=None, n_candidates=100, C=0.5, loss="squared_hinge", weight_threshold=0.1, bias=1.0,
+    def __init__(self, estimator=None, n_candidates=100, C="auto", loss="squared_hinge", weight_threshold=0.1, bias=1.0,
                  tol=0.1, score_transform="auto", embedding_weight=0.0, vectorizer=None, k=5, n_jobs=None,
                  random_state=None, verbose=0):
         store_params(self, locals())
@@ -312,15 +349,16 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         cand = topk_to_indicator(idx, Y.shape[1])
         self.fit_time_["candidates"] = time.perf_counter() - t0
         t0 = time.perf_counter()
+        self.C_ = auto_C(Y, cand) if self.C == "auto" else float(self.C)
         self.coef_, self.intercept_ = train_label_classifiers(
-            psi, Y, cand, C=self.C, loss=self.loss, bias=self.bias, tol=self.tol,
+            psi, Y, cand, C=self.C_, loss=self.loss, bias=self.bias, tol=self.tol,
             weight_threshold=self.weight_threshold, n_dense=n_dense, n_jobs=self.n_jobs, random_state=self.random_state,
             verbose=bool(self.verbose),
         )
         self.fit_time_["ranker"] = time.perf_counter() - t0
         if self.verbose:
-            logger.info("re-ranker: %d label classifiers, %d weights, %.1f s", self.coef_.shape[0], self.coef_.nnz,
-                        self.fit_time_["ranker"])
+            logger.info("re-ranker: %d label classifiers (C = %g), %d weights, %.1f s", self.coef_.shape[0], self.C_,
+                        self.coef_.nnz, self.fit_time_["ranker"])
         self._coef_t = sp.csr_matrix(self.coef_.T)  # (D, L): prediction multiplies ψ by it
         self.n_features_in_ = getattr(self.estimator_, "n_features_in_", psi.shape[1])
         return self

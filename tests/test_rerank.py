@@ -10,7 +10,7 @@ from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import make_pipeline
 
 from skelias import ELIASClassifier, KNNLabelClassifier, SparseReranker, precision_at_k_scorer
-from skelias.rerank import pair_margins, ranker_features, transform_margins
+from skelias.rerank import auto_C, pair_margins, ranker_features, transform_margins
 
 
 def test_pair_margins_match_brute_force(monkeypatch):
@@ -83,6 +83,36 @@ def test_reranker_in_a_pipeline_with_gridsearch_over_nested_params(cooking, tiny
     assert names.shape == (10, 3)
 
 
+def test_auto_C_follows_the_mean_size_of_the_label_problems(monkeypatch):
+    rng = np.random.RandomState(0)
+    Y = sp.random(60, 9, density=0.1, random_state=0).toarray()
+    cand = (rng.rand(60, 9) < 0.3) * 1.0
+    Y[:, 4] = cand[:, 4] = 0  # a label with no rows at all does not count
+    union = (Y != 0) | (cand != 0)
+    Y, cand = sp.csr_matrix(Y), sp.csr_matrix(cand)
+    mean_rows = union.sum(axis=0)[union.sum(axis=0) > 0].mean()
+    monkeypatch.setattr("skelias.rerank._AUTO_C_ROWS", mean_rows)
+    assert auto_C(Y, cand) == 0.5
+    monkeypatch.setattr("skelias.rerank._AUTO_C_ROWS", mean_rows + 0.01)
+    assert auto_C(Y, cand) == 1.0
+
+
+def test_reranker_auto_C_trains_with_the_C_it_records(ranker, elias_base, cooking, monkeypatch):
+    texts, labels = cooking
+    assert ranker.C == "auto" and ranker.C_ == 1.0  # 1,200 rows × 20 candidates over hundreds of labels
+    explicit = SparseReranker(FrozenEstimator(elias_base), n_candidates=20, C=1.0, random_state=0)
+    explicit.fit(texts[:1200], labels[:1200])
+    np.testing.assert_array_equal(ranker.coef_.toarray(), explicit.coef_.toarray())
+    monkeypatch.setattr("skelias.rerank._AUTO_C_ROWS", 1)
+    large = SparseReranker(FrozenEstimator(elias_base), n_candidates=20, random_state=0).fit(texts[:1200],
+                                                                                           labels[:1200])
+    half = SparseReranker(FrozenEstimator(elias_base), n_candidates=20, C=0.5, random_state=0)
+    half.fit(texts[:1200], labels[:1200])
+    assert large.C_ == 0.5 and half.C_ == 0.5
+    np.testing.assert_array_equal(large.coef_.toarray(), half.coef_.toarray())
+    assert half.coef_.nnz < explicit.coef_.nnz  # stronger regularisation: fewer weights above the threshold
+
+
 def test_reranker_joblib_roundtrip(ranker, cooking, tmp_path):
     texts, _ = cooking
     joblib.dump(ranker, tmp_path / "r.joblib")
@@ -96,6 +126,7 @@ def test_reranker_joblib_roundtrip(ranker, cooking, tmp_path):
 @pytest.mark.parametrize("params, err, match", [
     ({"n_candidates": 0}, ValueError, r"'n_candidates' parameter .* range \[1, inf\)"),
     ({"C": -1.0}, ValueError, "'C' parameter"),
+    ({"C": "large"}, ValueError, "'C' parameter"),
     ({"loss": "hingey"}, ValueError, r"'loss' parameter .*'squared_hinge'"),
     ({"score_transform": "tanh"}, ValueError, "'score_transform' parameter"),
     ({"embedding_weight": -1}, ValueError, "'embedding_weight' parameter"),

@@ -59,6 +59,7 @@ def main():
     p.add_argument("--set", nargs="*", default=[], help="extra XRLinearClassifier parameters, key=value")
     p.add_argument("--n-queries", type=int, default=1000)
     p.add_argument("--validation-size", type=int, default=3000, help="calibration rows of the ELIAS++-style chain")
+    p.add_argument("--ranker", nargs="*", default=[], help="extra SparseReranker parameters of the chain, key=value")
     p.add_argument("--skip-pecos", action="store_true")
     p.add_argument("--skip-chain", action="store_true", help="skip XR-Linear + SparseReranker + ScoreCalibrator")
     p.add_argument("--topk-dir", default=None, help="save the XR-Linear top-100 test predictions here")
@@ -108,7 +109,8 @@ def main():
         val, fit = np.sort(perm[:n_val]), np.sort(perm[n_val:])
         t0 = time.perf_counter()
         base = XRLinearClassifier(**params).fit(Xtr[fit], [ytr[i] for i in fit])
-        ranker = SparseReranker(FrozenEstimator(base), random_state=0, n_jobs=2).fit(Xtr[fit], [ytr[i] for i in fit])
+        rparams = {"random_state": 0, "n_jobs": 2, **parse_params(args.ranker)}
+        ranker = SparseReranker(FrozenEstimator(base), **rparams).fit(Xtr[fit], [ytr[i] for i in fit])
         cal = ScoreCalibrator(FrozenEstimator(ranker), random_state=0).fit(Xtr[val], [ytr[i] for i in val])
         measure("XR-Linear + SparseReranker + ScoreCalibrator", cal, time.perf_counter() - t0)
 

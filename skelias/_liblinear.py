@@ -170,6 +170,24 @@ def _chunks(R, chunk_nnz, X_row_nnz):
     return [np.arange(a, b) for a, b in itertools.pairwise(bounds) if b > a]
 
 
+def label_problems(Y, candidates):
+    """The rows of every label's binary problem (Eq. 17): its candidate rows ∪ its positives.
+
+    Returns
+    -------
+    csc_matrix (n_samples, n_labels) float32
+        Column l holds label l's rows: 2 at a positive, 1 at a negative candidate.
+    """
+    cand = sp.csr_matrix(candidates, dtype=np.float32, copy=True)
+    cand.data[:] = 1.0
+    pos = sp.csr_matrix(Y, dtype=np.float32, copy=True)
+    pos.data[:] = 2.0
+    R = cand.maximum(pos).tocsc()
+    R.sort_indices()
+    R.eliminate_zeros()
+    return R
+
+
 def train_label_classifiers(X, Y, candidates, *, C=1.0, loss="squared_hinge", bias=1.0, tol=0.1,
                             weight_threshold=0.1, n_dense=0, remap_columns=False, n_jobs=None,
                             chunk_nnz=20_000_000, random_state=None, verbose=False):
@@ -207,13 +225,7 @@ def train_label_classifiers(X, Y, candidates, *, C=1.0, loss="squared_hinge", bi
     X = sp.csr_matrix(X, dtype=np.float32)
     X.sort_indices()
     L = Y.shape[1]
-    cand = sp.csr_matrix(candidates, dtype=np.float32, copy=True)
-    cand.data[:] = 1.0
-    pos = sp.csr_matrix(Y, dtype=np.float32, copy=True)
-    pos.data[:] = 2.0
-    R = cand.maximum(pos).tocsc()
-    R.sort_indices()
-    R.eliminate_zeros()
+    R = label_problems(Y, candidates)
     param_str = f"-s {LOSSES[loss]} -c {float(C)!r} -e {float(tol)!r} -B {float(bias)!r} -q"
     seed = None
     if random_state is not None:

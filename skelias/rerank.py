@@ -22,7 +22,7 @@ from ._base import (
     topk_of,
 )
 from ._labels import as_targets, is_label_matrix, target_kind
-from ._liblinear import LOSSES, train_label_classifiers
+from ._liblinear import LOSSES, label_problems, train_label_classifiers
 from ._logging import logger, verbose_logging
 from ._typing import InputLike, TargetLike
 from ._validation import (
@@ -90,7 +90,7 @@ def auto_C(Y, candidates):
     >>> auto_C(sp.eye(10, 5, format="csr"), sp.csr_matrix(np.ones((10, 5))))  # 10 rows per label problem
     1.0
     """
-    rows = (sp.csr_matrix(Y, dtype=bool) + sp.csr_matrix(candidates, dtype=bool)).getnnz(axis=0)
+    rows = label_problems(Y, candidates).getnnz(axis=0)
     used = rows[rows > 0]
     if used.size and used.mean() >= _AUTO_C_ROWS:
         return _AUTO_C_LARGE

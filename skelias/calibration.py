@@ -36,11 +36,43 @@ from ._validation import (
 )
 from .rerank import SparseReranker
 
-__all__ = ["ScoreCalibrator"]
+__all__ = ["ScoreCalibrator", "auto_refit"]
+
+#: ``refit="auto"`` refits the wrapped estimator on all rows below this many training rows.
+_AUTO_REFIT_ROWS = 20_000
+
+
+def auto_refit(n_samples):
+    """``refit="auto"``'s choice for ``n_samples`` training rows: refit when there are fewer than 20,000.
+
+    On small data the held-out split is a large share of what the base model could learn from
+    (bibtex: a fifth of 4,880 rows), and a second fit costs little; on large data the split is a
+    small share and a second fit of a large model is expensive.
+
+    Parameters
+    ----------
+    n_samples : int
+        Rows given to :meth:`ScoreCalibrator.fit`.
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> from skelias.calibration import auto_refit
+    >>> auto_refit(4_880), auto_refit(36_000)
+    (True, False)
+    """
+    return int(n_samples) < _AUTO_REFIT_ROWS
 
 
 def _take(X, rows):
     return [X[i] for i in rows] if isinstance(X, list) else X[rows]
+
+
+def _n_rows(y):
+    return y.shape[0] if sp.issparse(y) or isinstance(y, np.ndarray) else len(y)
 
 
 def _take_y(y, rows):
@@ -56,7 +88,8 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
     every (validation row i, candidate label l) pair, a :class:`~sklearn.tree.DecisionTreeClassifier`
     T learns y_il from (p, q, p·q, f_l): p the base model's score, q the ranker's, f_l
     the label's training frequency. The final score is ``T(p, q, p·q, f_l) + p·q``
-    (paper App. D.2).
+    (paper App. D.2). With ``refit``, the wrapped estimator is then fitted again on all
+    rows, the held-out ones included, and the tree is kept.
 
     Parameters
     ----------
@@ -68,6 +101,14 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
     validation_size : int or float, default=5000
         Rows held out for the tree (an int, or a fraction in (0, 1)); capped at half the
         data, with a warning.
+    refit : bool or "auto", default="auto"
+        After the tree is learned, fit a fresh clone of the wrapped estimator on all rows given
+        to :meth:`fit` (the validation split included) and keep the tree: the final model then
+        learns from every row, at the cost of a second fit. f_l is then counted on all rows and
+        scaled to the training split's size, so the tree's thresholds keep their meaning.
+        ``"auto"``: refit below 20,000 rows (:func:`auto_refit`), where the split is a large
+        share of the data and a second fit is cheap. A frozen estimator is never refitted
+        (``refit=True`` with one is an error).
     max_depth : int or None, default=5
         Depth of the decision tree T.
     min_samples_leaf : int, default=100
@@ -85,14 +126,17 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
     Attributes
     ----------
     estimator_ : the fitted wrapped estimator
+    refit_ : bool
+        Whether ``estimator_`` was refitted on all rows (``refit``, with ``"auto"`` resolved).
     tree_ : DecisionTreeClassifier
     label_frequency_ : ndarray (n_labels,) float32
         f_l: positives of each label in the rows the wrapped estimator was fitted on (for a
-        frozen estimator its ``label_frequency_`` when it has one, else the calibration rows').
+        frozen estimator its ``label_frequency_`` when it has one, else the calibration rows'; when
+        refitted, all rows' counts × training-split rows / all rows).
     classes_ : ndarray (n_labels,)
         Label of each column.
     fit_time_ : dict
-        Seconds in the wrapped estimator's fit and in the tree.
+        Seconds in the wrapped estimator's fit, in the tree and (``refit_``) in the second fit.
 
     Examples
     --------
@@ -111,6 +155,7 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         "estimator": [None, HasMethods(["fit"])],
         "validation_size": [Interval(numbers.Integral, 1, None, closed="left"),
                             Interval(RealNotInt, 0, 1, closed="neither")],
+        "refit": ["boolean", StrOptions({"auto"})],
         "max_depth": [None, positive_int],
         "min_samples_leaf": [positive_int],
         "variant": [StrOptions({"paper", "reference"})],
@@ -119,8 +164,8 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         "verbose": ["verbose"],
     }
 
-    def __init__(self, estimator=None, validation_size=5000, max_depth=5, min_samples_leaf=100, variant="paper", k=5,
-                 random_state=None, verbose=0):
+    def __init__(self, estimator=None, validation_size=5000, refit="auto", max_depth=5, min_samples_leaf=100,
+                 variant="paper", k=5, random_state=None, verbose=0):
         store_params(self, locals())
 
     def _features(self, idx, p, q):
@@ -139,7 +184,7 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         return idx, p, p
 
     def fit(self, X: InputLike, y: TargetLike) -> ScoreCalibrator:
-        """Fit the wrapped estimator on a training split and the tree on the validation split.
+        """Fit the estimator on a training split and the tree on the rest; with ``refit``, the estimator on all rows.
 
         Parameters
         ----------
@@ -165,7 +210,12 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         self.estimator_ = clone(base)
         self.fit_time_ = {}
         t0 = time.perf_counter()
-        if is_fitted(self.estimator_):  # frozen: every row calibrates
+        frozen = is_fitted(self.estimator_)
+        if frozen and self.refit is True:
+            raise ValueError("refit=True fits the wrapped estimator again on all rows, but it is already fitted "
+                             "(frozen) and is used as is; pass an unfitted estimator, or refit=False.")
+        self.refit_ = (not frozen) and (auto_refit(n) if self.refit == "auto" else bool(self.refit))
+        if frozen:  # every row calibrates
             X_val, y_val = X, y
             Y_fit = None
         else:
@@ -207,8 +257,23 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         if self.verbose:
             logger.info("calibrator: a depth-%s tree on %d (row, candidate) pairs, %.1f s", self.max_depth,
                         int(valid.sum()), self.fit_time_["tree"])
+        if self.refit_:
+            self._refit_estimator(base, X, y, n_split=n - _n_rows(y_val))
         self.n_features_in_ = getattr(self.estimator_, "n_features_in_", None)
         return self
+
+    def _refit_estimator(self, base, X, y, n_split):
+        """Replace ``estimator_`` by a clone fitted on all rows; f_l on all rows, scaled to ``n_split`` rows."""
+        t0 = time.perf_counter()
+        if self.verbose:
+            logger.info("calibrator: refitting the wrapped estimator on all %d rows", _n_rows(y))
+        self.estimator_ = clone(base).fit(X, y)
+        self.label_indexer_ = self.estimator_.label_indexer_
+        self.classes_ = self.estimator_.classes_
+        Y = self.label_indexer_.transform(y)
+        counts = np.asarray(Y.sum(axis=0), dtype=np.float64).ravel()
+        self.label_frequency_ = (counts * (n_split / Y.shape[0])).astype(np.float32)
+        self.fit_time_["refit"] = time.perf_counter() - t0
 
     def _n_scored(self):
         return getattr(self.estimator_, "n_candidates", 100)

@@ -25,14 +25,53 @@ def test_calibrator_final_score_is_tree_plus_pq(ranker, cooking):
 
 def test_calibrator_holds_out_a_seeded_split_and_reference_variant(cooking):
     texts, labels = cooking
-    cal = ScoreCalibrator(SparseReranker(KNNLabelClassifier(), n_candidates=20), validation_size=0.25,
+    cal = ScoreCalibrator(SparseReranker(KNNLabelClassifier(), n_candidates=20), validation_size=0.25, refit=False,
                           variant="reference", random_state=0).fit(texts[:800], labels[:800])
     inner = cal.estimator_.estimator_
     assert inner.X_train_T_.shape[1] == 600  # the kNN saw the 75% training split only
+    assert cal.refit_ is False
     assert cal.tree_.n_features_in_ == 3
     names, scores = cal.predict_topk(texts[800:820], 3)
     finite = np.where(np.isfinite(scores), scores, -1.0)
     assert names.shape == (20, 3) and np.all(np.diff(finite, axis=1) <= 1e-7)
+
+
+def test_refit_keeps_the_split_tree_and_fits_the_estimator_on_all_rows(cooking):
+    texts, labels = cooking
+    X, y = texts[:800], labels[:800]
+    base = SparseReranker(KNNLabelClassifier(), n_candidates=20, random_state=0)
+    kw = dict(validation_size=0.25, min_samples_leaf=20, random_state=0)
+    split = ScoreCalibrator(base, refit=False, **kw).fit(X, y)
+    full = ScoreCalibrator(base, refit=True, **kw).fit(X, y)
+    assert full.refit_ and set(full.fit_time_) == {"estimator", "tree", "refit"}
+    assert full.estimator_.estimator_.X_train_T_.shape[1] == 800
+    np.testing.assert_array_equal(full.tree_.tree_.threshold, split.tree_.tree_.threshold)  # the split's tree
+    alone = SparseReranker(KNNLabelClassifier(), n_candidates=20, random_state=0).fit(X, y)  # brute force
+    q = texts[800:840]
+    for a, b in zip(full.estimator_.candidate_scores(q), alone.candidate_scores(q), strict=True):
+        np.testing.assert_array_equal(a, b)
+    counts = np.array([sum(c in ls for ls in y) for c in full.classes_], dtype=np.float64)
+    np.testing.assert_allclose(full.label_frequency_, counts * 600 / 800, rtol=1e-6)
+    idx, p, qq = alone.candidate_scores(q)
+    feats = np.stack([p, qq, p * qq, full.label_frequency_[np.maximum(idx, 0)]], -1)
+    want = full.tree_.predict_proba(feats.reshape(-1, 4))[:, 1].reshape(p.shape) + p * qq
+    top = np.sort(np.where(idx >= 0, want, -np.inf), axis=1)[:, ::-1][:, :5]
+    np.testing.assert_allclose(full._raw_topk(q, 5)[1], top, rtol=1e-5)
+
+
+def test_refit_auto_follows_the_row_count(cooking, ranker, monkeypatch):
+    from skelias import calibration
+
+    texts, labels = cooking
+    base = SparseReranker(KNNLabelClassifier(), n_candidates=10, random_state=0)
+    assert ScoreCalibrator(base, validation_size=50, min_samples_leaf=5).fit(texts[:200], labels[:200]).refit_
+    monkeypatch.setattr(calibration, "_AUTO_REFIT_ROWS", 200)
+    assert not ScoreCalibrator(base, validation_size=50, min_samples_leaf=5).fit(texts[:200], labels[:200]).refit_
+    assert calibration.auto_refit(199) and not calibration.auto_refit(200)
+    frozen = ScoreCalibrator(FrozenEstimator(ranker)).fit(texts[1200:1300], labels[1200:1300])  # "auto": never
+    assert frozen.refit_ is False and frozen.estimator_.estimator is ranker
+    with pytest.raises(ValueError, match="refit=True fits the wrapped estimator again"):
+        ScoreCalibrator(FrozenEstimator(ranker), refit=True).fit(texts[1200:1300], labels[1200:1300])
 
 
 def test_calibrator_without_positive_pairs_warns_and_keeps_the_base_ranking(ranker, cooking):

@@ -114,6 +114,8 @@ def test_benchmark_summary_compares_the_calibrated_chain_with_the_best_peer():
     assert abs(row["dP@1"] - 10.0) < 1e-9 and abs(row["dR@100"] - 10.0) < 1e-9  # R@100: the best of any peer
     assert abs(row["pecos_own_P@1"] - 50.0) < 1e-9
     assert summary.summary_row("d", rows[:2]) is None  # no chain
+    refit = summary.summary_row("d", [*rows, {"model": "+ refit on all rows, TF-IDF", **metrics(0.54, 0.81)}])
+    assert abs(refit["P@1"] - 54.0) < 1e-9 and refit["skelias"] == "ELIAS++, TF-IDF"  # the refit chain is the final
 
 
 def test_speed_tables_give_ratios_to_pecos_and_the_profile_apart():

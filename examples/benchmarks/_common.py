@@ -29,6 +29,16 @@ def parse_params(pairs):
     return out
 
 
+#: Row names of the calibrated ELIAS++ chain in bench_elias_pp.py's output: the split chain, then its refit.
+FINAL_CHAIN_ROWS = ("+ score calibration", "+ refit on all rows")
+
+
+def final_chain(rows):
+    """The last calibrated-chain row (the refit one when there is one), or None."""
+    rows = [r for r in rows if r["model"].startswith(FINAL_CHAIN_ROWS)]
+    return rows[-1] if rows else None
+
+
 def peer_tfidf():
     """The features every method is measured on: sublinear tf, 1-2 grams, <= 200k features, min_df 2."""
     return TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), max_features=200_000, min_df=2, dtype=np.float32)

@@ -1,4 +1,4 @@
-"""ELIAS++ build-up ablation (paper Table 3 form): ELIAS → + sparse ranker → + score calibration (→ + ensemble).
+"""ELIAS++ build-up ablation (paper Table 3 form): ELIAS → + sparse ranker → + score calibration (→ + refit, ensemble).
 
 Usage::
 
@@ -10,7 +10,11 @@ One process, one chain: a seeded ``--validation-size`` split of the training tex
 for the calibrator; ELIASClassifier is fitted on the rest, the SparseReranker on top of the
 frozen ELIAS model (same rows), the ScoreCalibrator on the held-out rows. Each row of the table
 is the chain so far; fit seconds are cumulative, predict seconds are the whole chain's on the
-test set. With ``--ensemble n`` the full chain is also trained n times with different seeds
+test set. When the calibrator refits (``refit="auto"``: below 20,000 training rows; ``--calibrator
+refit=…``), the row "+ refit on all rows" is the library's own chain,
+``ScoreCalibrator(SparseReranker(ELIASClassifier()), validation_size=…, refit=True)`` fitted on all
+training rows (the same split, its tree, then ELIAS and the ranker again on every row); its fit
+seconds are that whole fit's. With ``--ensemble n`` the full chain is also trained n times with different seeds
 and averaged (TopKEnsemble). ELIASClassifier gets the raw texts and builds its default TF-IDF
 (``skelias.default_vectorizer``: word 1-2 grams for long texts, character 3-5-grams for short ones;
 sublinear, <= 200k, min_df 2, fitted on the training texts); metrics as in bench_elias.py.
@@ -29,6 +33,7 @@ import torch
 from sklearn.frozen import FrozenEstimator
 
 from skelias import ELIASClassifier, ScoreCalibrator, SparseReranker, TopKEnsemble
+from skelias.calibration import auto_refit
 
 from ._common import is_text, load_split, parse_params, slug, take, union_metrics
 from .tables import render
@@ -75,6 +80,7 @@ def main():
     p.add_argument("--memory", default=None, help="cache directory for the frozen MiniLM embeddings")
     p.add_argument("--set", nargs="*", default=[], help="extra ELIASClassifier parameters, key=value")
     p.add_argument("--ranker", nargs="*", default=[], help="extra SparseReranker parameters, key=value")
+    p.add_argument("--calibrator", nargs="*", default=[], help="extra ScoreCalibrator parameters, key=value")
     p.add_argument("--validation-size", type=int, default=5000)
     p.add_argument("--ensemble", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
@@ -94,6 +100,9 @@ def main():
     if args.hybrid:
         params.setdefault("pretrained_model", "all-MiniLM-L6-v2")
     rparams = {"random_state": args.seed, "n_jobs": 2, **parse_params(args.ranker)}
+    cparams = {"random_state": args.seed, **parse_params(args.calibrator)}
+    refit = cparams.pop("refit", "auto")
+    refit = auto_refit(len(ytr)) if refit == "auto" else bool(refit)
     n_val = min(args.validation_size, len(ytr) // 5)
     perm = np.random.RandomState(args.seed).permutation(len(ytr))
     val, fit = np.sort(perm[:n_val]), np.sort(perm[n_val:])
@@ -112,7 +121,8 @@ def main():
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         rec = {"model": full, "data": args.data, "fit_s": fit_s, "predict_s": pred_s, "latency_ms": lat,
                "model_mb": model_mib(model), "peak_rss_gib": rss,
-               "params": params, "ranker_params": rparams, **metrics}
+               "params": params, "ranker_params": rparams, "calibrator_params": {**cparams, "refit": refit},
+               **metrics}
         rows.append(rec)
         print("RESULT " + json.dumps(rec), flush=True)
         if args.out:
@@ -136,12 +146,20 @@ def main():
     t_ranker = time.perf_counter() - t0
     record("+ sparse ranker", ranker, t_elias + t_ranker)
     t0 = time.perf_counter()
-    cal = ScoreCalibrator(FrozenEstimator(ranker), random_state=args.seed).fit(X_val, y_val)
+    cal = ScoreCalibrator(FrozenEstimator(ranker), **cparams).fit(X_val, y_val)
     record("+ score calibration", cal, t_elias + t_ranker + time.perf_counter() - t0)
     print(f"ranker fit: {t_ranker:.1f} s ({ranker.fit_time_}); ranker nnz {ranker.coef_.nnz}", flush=True)
+    if refit:  # the library's chain: the same split (same seed), its tree, then ELIAS and the ranker on every row
+        t0 = time.perf_counter()
+        elias = ELIASClassifier(**params)
+        full = ScoreCalibrator(SparseReranker(elias, **rparams), validation_size=n_val, refit=True, **cparams)
+        full.fit(tr, ytr)
+        elias = full.estimator_.estimator_  # record() reads its memory
+        record("+ refit on all rows", full, time.perf_counter() - t0)
     if args.ensemble > 1:
         t0 = time.perf_counter()
-        chain = ScoreCalibrator(SparseReranker(ELIASClassifier(**params), **rparams), validation_size=n_val)
+        chain = ScoreCalibrator(SparseReranker(ELIASClassifier(**params), **rparams), validation_size=n_val,
+                                refit=refit, **cparams)
         ens = TopKEnsemble(chain, n_estimators=args.ensemble, random_state=args.seed).fit(tr, ytr)
         record(f"+ {args.ensemble}x ensemble", ens, time.perf_counter() - t0)
 

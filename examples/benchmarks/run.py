@@ -8,8 +8,9 @@ Usage::
 
 Runs, each in its own subprocess with its own timeout (``--timeout``) and peak-RSS measurement and with
 2 threads: ``bench_peers.py`` (PECOS XR-Linear, omikuji, napkinXC — those installed; ``pip install
-'skelias[bench]'``) and ``bench_elias_pp.py`` (ELIAS → + sparse ranker → + score calibration, options
-after ``--set``/``--ranker``/``--validation-size``/``--hybrid``/``--memory`` are passed on). The peers get the
+'skelias[bench]'``) and ``bench_elias_pp.py`` (ELIAS → + sparse ranker → + score calibration → + refit on
+all rows when the calibrator refits; options after ``--set``/``--ranker``/``--calibrator``/``--validation-size``/
+``--hybrid``/``--memory`` are passed on). The peers get the
 standard TF-IDF features (sublinear tf, 1–2 grams, ≤ 200k features, min_df 2, fitted on train); skelias
 gets the raw texts and builds its default features (``skelias.default_vectorizer``: the same word features
 for long texts, character 3–5-grams for short ones) — where they differ, PECOS XR-Linear also runs on
@@ -29,7 +30,7 @@ import sys
 
 from skelias import default_vectorizer
 
-from ._common import average_topk, is_text, load_split, run_child, slug, union_metrics
+from ._common import average_topk, final_chain, is_text, load_split, run_child, slug, union_metrics
 from .bench_peers import METHODS
 from .tables import write_table
 
@@ -42,6 +43,7 @@ def main():
     p.add_argument("--memory", default=None)
     p.add_argument("--set", nargs="*", default=[])
     p.add_argument("--ranker", nargs="*", default=[])
+    p.add_argument("--calibrator", nargs="*", default=[])
     p.add_argument("--validation-size", type=int, default=5000)
     p.add_argument("--n-queries", type=int, default=1000, help="single-query latency sample per method")
     p.add_argument("--timeout", type=float, default=7200, help="seconds per subprocess")
@@ -96,6 +98,7 @@ def chain_command(args, *, topk_dir, n_queries, seed=None):
     cmd += ["--memory", args.memory] if args.memory else []
     cmd += ["--set", *args.set] if args.set else []
     cmd += ["--ranker", *args.ranker] if args.ranker else []
+    cmd += ["--calibrator", *args.calibrator] if args.calibrator else []
     cmd += ["--seed", str(seed)] if seed is not None else []
     return cmd
 
@@ -107,29 +110,29 @@ def ensemble_rows(args, rows, topk, env):
     members differ in every seed: clustering, initialisation, data order and held-out split). Fit and
     predict seconds and model size are the members' sums; single-query latency is not measured.
     """
-    last = [r for r in rows if r["model"].startswith("+ score calibration")]
-    if not last:
+    last = final_chain(rows)
+    if last is None:
         print("ensemble: the seed-0 chain failed; skipped", file=sys.stderr)
         return []
-    members = [last[-1]]
-    files = [os.path.join(topk, f"skelias_{slug(last[-1]['model'])}.npz")]
+    members = [last]
+    files = [os.path.join(topk, f"skelias_{slug(last['model'])}.npz")]
     for seed in range(1, args.ensemble):
         sub = os.path.join(topk, "members", f"seed{seed}")
         os.makedirs(sub, exist_ok=True)
         recs = run_child(chain_command(args, topk_dir=sub, n_queries=0, seed=seed), f"skelias seed {seed}",
                          timeout=args.timeout, env=env, all_records=True)
-        cal = [r for r in recs if r["model"].startswith("+ score calibration")]
-        if not cal:
+        cal = final_chain(recs)
+        if cal is None:
             print(f"ensemble: the seed-{seed} chain failed; skipped", file=sys.stderr)
             return []
-        members.append(dict(cal[-1], seed=seed))
-        files.append(os.path.join(sub, f"skelias_{slug(cal[-1]['model'])}.npz"))
+        members.append(dict(cal, seed=seed))
+        files.append(os.path.join(sub, f"skelias_{slug(cal['model'])}.npz"))
     with open(os.path.join(args.out_dir, "members.json"), "w") as fh:
         json.dump(members, fh, indent=1)
     _, ytr = load_split(args.data, "train")
     _, yte = load_split(args.data, "test")
     classes, idx, scores = average_topk(files)
-    name = f"+ {args.ensemble}x ensemble, " + last[-1]["model"].split(", ", 1)[-1]
+    name = f"+ {args.ensemble}x ensemble, " + last["model"].split(", ", 1)[-1]
     metrics = union_metrics(classes, idx, scores, ytr, yte, os.path.join(topk, f"skelias_{slug(name)}.npz"))
     return [{"model": name, "data": args.data, **metrics,
              "fit_s": sum(m["fit_s"] for m in members), "predict_s": sum(m["predict_s"] for m in members),

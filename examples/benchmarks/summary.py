@@ -6,9 +6,9 @@ Usage::
 
 Reads ``<folder>/<dataset>/results.json`` (written by ``python -m examples.benchmarks.run``) for every dataset
 folder that has one. Per dataset: the best peer by P@1 on the standard features (its P@1 and PSP@5; R@100 is
-the best of any peer), skelias's single-model ELIAS++ chain (the calibrated row, seed 0), the differences, and PECOS
-XR-Linear on skelias's own default features where the harness ran it (short-text datasets), so that the
-gain of the features and of the model can be told apart.
+the best of any peer), skelias's single-model ELIAS++ chain (the final calibrated row, seed 0: refit on all
+rows where the calibrator refits), the differences, and PECOS XR-Linear on skelias's own default features where
+the harness ran it (short-text datasets), so that the gain of the features and of the model can be told apart.
 """
 
 import argparse
@@ -16,6 +16,7 @@ import glob
 import json
 import os
 
+from ._common import final_chain
 from .tables import write_table
 
 PEER_SUFFIX = ", skelias's default features"
@@ -33,10 +34,10 @@ PEERS = ("PECOS XR-Linear", "omikuji", "napkinXC PLT")
 def summary_row(name, rows):
     """The summary of one dataset's ``results.json`` rows, or None without a peer and a calibrated chain."""
     peers = [r for r in rows if r["model"] in PEERS]
-    chain = [r for r in rows if r["model"].startswith("+ score calibration")]
-    if not peers or not chain:
+    own = final_chain(rows)
+    if not peers or own is None:
         return None
-    peer, own = max(peers, key=lambda r: r["P@1"]), chain[-1]
+    peer = max(peers, key=lambda r: r["P@1"])
     pecos_own = [r for r in rows if r["model"] == "PECOS XR-Linear" + PEER_SUFFIX]
     pct = {k: 100 * own[k] for k in ("P@1", "PSP@5", "R@100")}
     return {"data": name, "peer": peer["model"],

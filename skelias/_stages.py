@@ -97,7 +97,7 @@ class TwoStageFitMixin:
                         self.fit_time_["stage2_init"])
         t0 = time.perf_counter()
         config2 = config.scaled(self.stage2_lr_factor, n_epochs=self.n_epochs_stage2, desc="stage 2",
-                                lr_adjacency=self.lr_adjacency if self.lr_adjacency is not None else self.lr)
+                                lr_adjacency=self.lr_adjacency if self.lr_adjacency is not None else self.lr_)
         trainer = StageTrainer(net, config2, rs, evaluate, parallel=getattr(self, "_parallel", None))
         trainer.on_epoch_end = self._epoch_checkpoint(ckpt, 2, rs)
         resume = self._resume_from(saved, net, rs) if resuming else None

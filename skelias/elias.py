@@ -43,7 +43,34 @@ from .cluster import cluster_labels, default_n_clusters
 from .encoders import DenseMLPEncoder, HybridEncoder, SparseBagEncoder, TransformerEncoder
 from .index import ADJACENCY_INITS, padded_adjacency, prune_edges
 
-__all__ = ["ELIASClassifier"]
+__all__ = ["ELIASClassifier", "auto_lr"]
+
+#: ``lr="auto"`` uses the lower rate below this many training rows.
+_SMALL_DATA_ROWS = 20_000
+
+
+def auto_lr(n_samples):
+    """``lr="auto"``'s learning rate for ``n_samples`` training rows: 0.003 below 20,000 rows, else 0.01.
+
+    On small data the higher rate fits the few training rows of each tail label too closely, and
+    the labels the index should still rank in the top 100 fall behind.
+
+    Parameters
+    ----------
+    n_samples : int
+        Training rows.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> from skelias.elias import auto_lr
+    >>> auto_lr(4_880), auto_lr(36_000)
+    (0.003, 0.01)
+    """
+    return 0.003 if int(n_samples) < _SMALL_DATA_ROWS else 0.01
 
 
 def _own_torch_rng(device):
@@ -147,8 +174,10 @@ class ELIASClassifier(TwoStageFitMixin, PretrainedHalfMixin, TopKOutputMixin, Tr
         Epochs with A learned; ``0`` gives a stage-1-only model (a fixed-tree index).
     batch_size : int, default=256
         Training rows per step (and prediction rows per forward pass, at least 512).
-    lr : float, default=0.01
-        Learning rate of W_C, A and W_L.
+    lr : float or "auto", default="auto"
+        Learning rate of W_C, A and W_L. ``"auto"``: 0.003 below 20,000 training rows, where the
+        higher rate overfits the label classifiers' tail, else 0.01 (:func:`auto_lr`); resolved in
+        ``lr_``.
     lr_encoder : float or None, default=None
         Learning rate of φ; ``None`` uses ``lr`` (1e-4 for ``encoder="transformer"``).
     stage2_lr_factor : float, default=0.1
@@ -234,6 +263,8 @@ class ELIASClassifier(TwoStageFitMixin, PretrainedHalfMixin, TopKOutputMixin, Tr
     pretrained_static_table_ : ndarray (vocab_size, p) float32 or None
         ``pretrained_backend="static"``: the token table that embeds texts (distilled vectors times the
         training texts' token idf); None otherwise.
+    lr_ : float
+        The learning rate used (``lr`` resolved).
     weight_decay_ : float
         The weight decay used (``weight_decay`` resolved).
     pretrained_scale_ : float or None
@@ -287,7 +318,7 @@ class ELIASClassifier(TwoStageFitMixin, PretrainedHalfMixin, TopKOutputMixin, Tr
         "n_epochs_stage1": [positive_int],
         "n_epochs_stage2": [Interval(numbers.Integral, 0, None, closed="left")],
         "batch_size": [positive_int],
-        "lr": [positive_real],
+        "lr": [StrOptions({"auto"}), positive_real],
         "lr_encoder": [None, positive_real],
         "stage2_lr_factor": [positive_real],
         "lr_adjacency": [None, positive_real],
@@ -315,7 +346,7 @@ class ELIASClassifier(TwoStageFitMixin, PretrainedHalfMixin, TopKOutputMixin, Tr
                  pretrained_static_texts=10000, pretrained_scale="auto",
                  finetune_pretrained="auto", lr_pretrained=None, embed_dim=512, dropout=0.2, n_clusters=None, max_leaf_size=100, alpha=10.0, beta=150.0, kappa=None, beam_size=20,
                  shortlist_size=2000, loss_lambda=0.05, n_epochs_stage1=10, n_epochs_stage2=10, batch_size=256,
-                 lr=0.01, lr_encoder=None, stage2_lr_factor=0.1, lr_adjacency=None, adjacency_init="tree",
+                 lr="auto", lr_encoder=None, stage2_lr_factor=0.1, lr_adjacency=None, adjacency_init="tree",
                  weight_decay="auto", embedding_optimizer="adamw", warmup=0.1, accumulation_steps=1,
                  validation_size=None, k=5, label_scoring="auto", memory=None, checkpoint_dir=None, device="auto",
                  distributed="auto", distributed_timeout=1800.0, random_state=None, verbose=0):
@@ -427,6 +458,7 @@ class ELIASClassifier(TwoStageFitMixin, PretrainedHalfMixin, TopKOutputMixin, Tr
         self.classes_ = self.label_indexer_.classes_
         self.label_frequency_ = np.asarray(Y.sum(axis=0), dtype=np.float32).ravel()
         self.n_features_in_ = self.vectorizer_.transform(["x"]).shape[1] if isinstance(X, TextRows) else X.shape[1]
+        self.lr_ = float(self.lr) if self.lr != "auto" else auto_lr(Y.shape[0])
         self.weight_decay_ = float(self.weight_decay) if self.weight_decay != "auto" else (
             0.5 if self._is_hybrid() else 0.01)
         return X, Y
@@ -484,11 +516,11 @@ class ELIASClassifier(TwoStageFitMixin, PretrainedHalfMixin, TopKOutputMixin, Tr
     def _training_config(self, device):
         """The stage-1 :class:`~skelias._training.TrainingConfig` (stage 2 scales its rates)."""
         lr_encoder = self.lr_encoder if self.lr_encoder is not None else (
-            1e-4 if self.encoder == "transformer" else self.lr)
+            1e-4 if self.encoder == "transformer" else self.lr_)
         lr_pretrained = None
         if self.finetuned_pretrained_:
             lr_pretrained = self.lr_pretrained if self.lr_pretrained is not None else 1e-4
-        return TrainingConfig(n_epochs=self.n_epochs_stage1, batch_size=self.batch_size, lr=self.lr,
+        return TrainingConfig(n_epochs=self.n_epochs_stage1, batch_size=self.batch_size, lr=self.lr_,
                               lr_encoder=lr_encoder, weight_decay=self.weight_decay_, warmup=self.warmup,
                               loss_lambda=self.loss_lambda, accumulation_steps=self.accumulation_steps,
                               lr_pretrained=lr_pretrained, embedding_optimizer=self.embedding_optimizer,

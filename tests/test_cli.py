@@ -16,7 +16,7 @@ from skelias.datasets import dump_xmc_sparse
 def test_train_predict_evaluate_on_the_embedded_data(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["train", "cooking-stackexchange", "model", "--model", "elias", "--param", "embed_dim=16",
-                 "n_epochs_stage1=1", "n_epochs_stage2=0", "random_state=0"]) == 0
+                 "n_epochs_stage1=1", "n_epochs_stage2=0", "lr=0.01", "random_state=0"]) == 0
     (tmp_path / "q.txt").write_text("How long to boil an egg?\nBest flour for bread\n")
     capsys.readouterr()
     assert main(["predict", "model", "q.txt", "--k", "3"]) == 0

@@ -33,7 +33,26 @@ def test_fit_predict_outputs_are_consistent(elias_base, cooking):
     assert {"clustering", "stage1", "stage2_init", "stage2", "total"} <= set(fitted.fit_time_)
     assert [h["stage"] for h in fitted.history_] == [1, 1, 2]
     assert fitted.weight_decay_ == 0.01  # "auto" without a pretrained model
+    assert fitted.lr_ == 0.01
     assert fitted.pretrained_scale_ is None
+
+
+def test_auto_lr_is_the_explicit_rate_it_resolves_to(cooking, tiny, monkeypatch):
+    from skelias import elias
+
+    texts, labels = cooking
+    fit = lambda **kw: ELIASClassifier(**{**tiny, **kw}).fit(texts[:300], labels[:300])
+    auto, explicit = fit(lr="auto"), fit(lr=0.003)
+    assert auto.lr_ == 0.003  # below 20,000 rows
+    a, sa = auto.predict_topk(texts[300:330], 10)
+    b, sb = explicit.predict_topk(texts[300:330], 10)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(sa, sb, rtol=1e-5)
+    assert elias.auto_lr(19_999) == 0.003 and elias.auto_lr(20_000) == 0.01
+    monkeypatch.setattr(elias, "_SMALL_DATA_ROWS", 100)
+    big = fit(lr="auto", n_epochs_stage2=0)
+    assert big.lr_ == 0.01 and big._training_config(torch.device("cpu")).lr == 0.01
+    assert fit(lr=0.05, n_epochs_stage2=0).lr_ == 0.05
 
 
 def test_every_label_stays_reachable_after_stage2(elias_base):
@@ -154,7 +173,7 @@ def test_predict_before_fit():
 
 def test_sklearn_estimator_checks(estimator_checks):
     est = ELIASClassifier(encoder="dense", embed_dim=8, n_epochs_stage1=10, n_epochs_stage2=5, batch_size=32,
-                          shortlist_size=10, max_leaf_size=2, random_state=0)
+                          shortlist_size=10, max_leaf_size=2, lr=0.01, random_state=0)
     estimator_checks(est)
 
 

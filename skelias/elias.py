@@ -16,6 +16,7 @@ from sklearn.utils import check_random_state
 
 from ._base import TopKOutputMixin, fill_new_parameters, fit_aside, require_fitted, store_params
 from ._distributed import join_process_group, rank_device, resolve_device
+from ._features import fit_feature_idf, has_binary_rows, weight_features
 from ._hybrid import PretrainedHalfMixin
 from ._inputs import HybridFeatures, HybridTexts, TextRows, pifa_blocks
 from ._labels import LabelIndexer, as_targets, is_label_matrix, target_kind
@@ -109,6 +110,13 @@ class ELIASClassifier(TwoStageFitMixin, PretrainedHalfMixin, TopKOutputMixin, Tr
         Turns raw texts into features. ``None``: chosen from the training texts' mean length
         (:func:`skelias.default_vectorizer`): character 3–5-grams for short texts (≤ 300 characters:
         titles, questions, queries), word 1–2 grams otherwise; sublinear tf, ≤ 200k features, min_df 2.
+    feature_weighting : {"auto", "idf", "none"}, default="auto"
+        Column weights for a feature matrix given to ``encoder="tfidf"`` (raw texts are weighted by
+        ``vectorizer``). ``"idf"``: each column times its training inverse document frequency
+        (``ln((1 + n) / (1 + df)) + 1``), rows then scaled to unit length; ``"none"``: the matrix as
+        given; ``"auto"``: ``"idf"`` when every row's non-zeros are equal (a binary bag of words,
+        possibly row-normalised, which carries no term weighting), else ``"none"``. Resolved in
+        ``feature_idf_``.
     pretrained_model : str or None, default=None
         With ``encoder="transformer"``: the model to fine-tune. With ``encoder="tfidf"``: the
         hybrid encoder, ``φ(x) = f(bag(TF-IDF(x)) + W_p·e(x))`` with e(x) the mean-pooled,
@@ -247,6 +255,9 @@ class ELIASClassifier(TwoStageFitMixin, PretrainedHalfMixin, TopKOutputMixin, Tr
         The trained torch module (on CPU after unpickling).
     vectorizer_ : TfidfVectorizer or None
         The fitted vectorizer (raw-text input).
+    feature_idf_ : ndarray (n_features,) float32 or None
+        The column weights applied to a given feature matrix (``feature_weighting``); None when it is
+        used as given (and for raw texts).
     history_ : list of dict
         Per-epoch losses (and validation nDCG@5) of both stages.
     fit_time_ : dict
@@ -298,6 +309,7 @@ class ELIASClassifier(TwoStageFitMixin, PretrainedHalfMixin, TopKOutputMixin, Tr
     _parameter_constraints: ClassVar[dict] = {
         "encoder": [StrOptions({"tfidf", "dense", "transformer"})],
         "vectorizer": [None, HasMethods(["fit", "transform"])],
+        "feature_weighting": [StrOptions({"auto", "idf", "none"})],
         "pretrained_model": [None, str, os.PathLike],
         "pretrained_max_length": [positive_int],
         "pretrained_pooling": [StrOptions({"auto", "mean", "cls"})],
@@ -341,7 +353,8 @@ class ELIASClassifier(TwoStageFitMixin, PretrainedHalfMixin, TopKOutputMixin, Tr
         "verbose": ["verbose"],
     }
 
-    def __init__(self, encoder="tfidf", vectorizer=None, pretrained_model=None, pretrained_max_length=64,
+    def __init__(self, encoder="tfidf", vectorizer=None, feature_weighting="auto", pretrained_model=None,
+                 pretrained_max_length=64,
                  pretrained_pooling="auto", pretrained_download=False, pretrained_backend="auto",
                  pretrained_static_texts=10000, pretrained_scale="auto",
                  finetune_pretrained="auto", lr_pretrained=None, embed_dim=512, dropout=0.2, n_clusters=None, max_leaf_size=100, alpha=10.0, beta=150.0, kappa=None, beam_size=20,
@@ -534,6 +547,14 @@ class ELIASClassifier(TwoStageFitMixin, PretrainedHalfMixin, TopKOutputMixin, Tr
             estimator_name=type(self).__name__,
         )
 
+    def _fit_feature_idf(self, kind, X):
+        """``feature_idf_`` for the training input: idf weights for a given matrix when ``feature_weighting`` asks."""
+        if kind == "text" or self.encoder != "tfidf" or self.feature_weighting == "none":
+            return None
+        if self.feature_weighting == "auto" and not has_binary_rows(X):
+            return None
+        return fit_feature_idf(X)
+
     def _model_input(self, kind, X, fitting, tfidf=None):
         """The encoder's input for validated X; ``tfidf``: ``vectorizer_.transform(X)`` already computed."""
         if fitting:
@@ -548,6 +569,10 @@ class ELIASClassifier(TwoStageFitMixin, PretrainedHalfMixin, TopKOutputMixin, Tr
                 self.vectorizer_ = None
         texts = X
         X = tfidf if tfidf is not None and kind == "text" else apply_vectorizer(kind, X, self.vectorizer_)
+        if fitting:
+            self.feature_idf_ = self._fit_feature_idf(kind, X)
+        if getattr(self, "feature_idf_", None) is not None:  # models saved before the attribute existed: None
+            X = weight_features(X, self.feature_idf_)
         if self.encoder == "transformer":
             return TextRows(texts)
         if self.encoder == "tfidf":

@@ -21,6 +21,7 @@ from ._base import (
     store_params,
     topk_of,
 )
+from ._features import weight_features
 from ._labels import as_targets, is_label_matrix, target_kind
 from ._liblinear import LOSSES, label_problems, train_label_classifiers
 from ._logging import logger, verbose_logging
@@ -211,7 +212,8 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         Builds bow(x) from raw texts. ``None``: the base model's fitted ``vectorizer_``
         when it has one, else :func:`skelias.default_vectorizer` of the training texts.
         With a sparse feature matrix as X (e.g. after a ``TfidfVectorizer`` in a
-        Pipeline), X itself is bow(x).
+        Pipeline), X itself is bow(x), column-weighted as the base model weights it when
+        it has ``feature_idf_`` (``ELIASClassifier(feature_weighting=...)``).
     k : int, default=5
         Labels per row returned by :meth:`predict`.
     n_jobs : int or None, default=None
@@ -281,6 +283,9 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
     def _bow(self, kind, X, fitting):
         if kind != "text":
             bow = sp.csr_matrix(X, dtype=np.float32)
+            idf = getattr(self.estimator_, "feature_idf_", None)  # the base model's column weights: same features
+            if idf is not None:
+                bow = weight_features(bow, idf)
             if fitting:
                 self.vectorizer_ = None
                 self._n_bow = bow.shape[1]

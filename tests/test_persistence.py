@@ -55,7 +55,8 @@ def models(cooking, tmp_path_factory):
     out = {
         "knn": (KNNLabelClassifier(n_neighbors=5).fit(tr, y), "text"),
         "elias": (elias, "text"),
-        "elias_features": (ELIASClassifier(**{**tiny, "n_epochs_stage2": 0}).fit(vec.transform(tr), y), "features"),
+        "elias_features": (ELIASClassifier(**{**tiny, "n_epochs_stage2": 0}, feature_weighting="idf")  # feature_idf_
+                           .fit(vec.transform(tr), y), "features"),
         "ranker_frozen": (SparseReranker(FrozenEstimator(elias), n_candidates=10, random_state=0).fit(tr, y), "text"),
         "elias_pp": (ScoreCalibrator(SparseReranker(ELIASClassifier(**tiny), n_candidates=10, random_state=0),
                                      validation_size=200, random_state=0).fit(tr, y), "text"),

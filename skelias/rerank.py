@@ -66,13 +66,16 @@ def ranker_features(bow, emb, embedding_weight=1.0):
     return out
 
 
-#: ``C="auto"``: label problems of at least this many rows on average get :data:`_AUTO_C_LARGE`
-_AUTO_C_ROWS = 1000
-_AUTO_C_SMALL, _AUTO_C_LARGE = 1.0, 0.5
+#: ``C="auto"``: C × (mean rows of a label problem) is held at this value; smaller problems get C = 1
+_AUTO_C_ROWS = 600
 
 
 def auto_C(Y, candidates):
-    """``C="auto"``: 0.5 when the label problems average ≥ 1,000 rows, else 1.0 (PECOS's C).
+    """``C="auto"``: ``min(1, 600 / r)``, r the mean number of rows of the label problems (PECOS's C = 1 up to 600).
+
+    LIBLINEAR sums the loss over a problem's rows, so C · r weighs the data against the regulariser;
+    it is held at 600 once the problems are larger than that (few labels, many rows each), and
+    smaller problems keep PECOS's C = 1.
 
     Parameters
     ----------
@@ -90,12 +93,14 @@ def auto_C(Y, candidates):
     >>> import numpy as np, scipy.sparse as sp
     >>> auto_C(sp.eye(10, 5, format="csr"), sp.csr_matrix(np.ones((10, 5))))  # 10 rows per label problem
     1.0
+    >>> auto_C(sp.eye(2400, 5, format="csr"), sp.csr_matrix(np.ones((2400, 5))))  # 2,400 rows
+    0.25
     """
     rows = label_problems(Y, candidates).getnnz(axis=0)
     used = rows[rows > 0]
-    if used.size and used.mean() >= _AUTO_C_ROWS:
-        return _AUTO_C_LARGE
-    return _AUTO_C_SMALL
+    if not used.size:
+        return 1.0
+    return float(min(1.0, _AUTO_C_ROWS / used.mean()))
 
 
 #: largest rows × labels product looked up through a dense copy in :func:`pair_margins`
@@ -188,10 +193,10 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
     C : float or "auto", default="auto"
         LIBLINEAR's inverse regularisation strength. ``"auto"``: from the size of the label
         problems — each label's problem holds its positives and the rows where it is among the
-        top ``n_candidates``; when they average at least 1,000 rows (few labels, many rows per
-        label), C = 0.5, otherwise PECOS's 1.0. LIBLINEAR sums the loss over a problem's rows, so
-        under one C a problem with more rows is regularised relatively less (``docs/design.md``).
-        The value used is ``C_``.
+        top ``n_candidates``; with r their mean number of rows, C = min(1, 600 / r)
+        (:func:`auto_C`): PECOS's 1.0 up to 600 rows, then C · r held at 600. LIBLINEAR sums the
+        loss over a problem's rows, so under one C a problem with more rows is regularised
+        relatively less (``docs/design.md``). The value used is ``C_``.
     loss : {"squared_hinge", "logistic", "hinge"}, default="squared_hinge"
         ``"squared_hinge"``: L2-loss SVM, dual coordinate descent (PECOS's default);
         ``"logistic"``: the paper's Eq. 17 (primal trust-region Newton, reproducible).

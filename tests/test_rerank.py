@@ -91,10 +91,12 @@ def test_auto_C_follows_the_mean_size_of_the_label_problems(monkeypatch):
     union = (Y != 0) | (cand != 0)
     Y, cand = sp.csr_matrix(Y), sp.csr_matrix(cand)
     mean_rows = union.sum(axis=0)[union.sum(axis=0) > 0].mean()
+    assert auto_C(Y, cand) == 1.0  # a few rows per problem: PECOS's C
+    monkeypatch.setattr("skelias.rerank._AUTO_C_ROWS", mean_rows / 4)
+    assert auto_C(Y, cand) == pytest.approx(0.25)  # C · mean rows held at the budget
     monkeypatch.setattr("skelias.rerank._AUTO_C_ROWS", mean_rows)
-    assert auto_C(Y, cand) == 0.5
-    monkeypatch.setattr("skelias.rerank._AUTO_C_ROWS", mean_rows + 0.01)
-    assert auto_C(Y, cand) == 1.0
+    assert auto_C(Y, cand) == pytest.approx(1.0)
+    assert auto_C(sp.csr_matrix((5, 3)), sp.csr_matrix((5, 3))) == 1.0  # no label problem at all
 
 
 def test_reranker_auto_C_trains_with_the_C_it_records(ranker, elias_base, cooking, monkeypatch):
@@ -103,14 +105,14 @@ def test_reranker_auto_C_trains_with_the_C_it_records(ranker, elias_base, cookin
     explicit = SparseReranker(FrozenEstimator(elias_base), n_candidates=20, C=1.0, random_state=0)
     explicit.fit(texts[:1200], labels[:1200])
     np.testing.assert_array_equal(ranker.coef_.toarray(), explicit.coef_.toarray())
-    monkeypatch.setattr("skelias.rerank._AUTO_C_ROWS", 1)
+    monkeypatch.setattr("skelias.rerank._AUTO_C_ROWS", 10)
     large = SparseReranker(FrozenEstimator(elias_base), n_candidates=20, random_state=0).fit(texts[:1200],
                                                                                            labels[:1200])
-    half = SparseReranker(FrozenEstimator(elias_base), n_candidates=20, C=0.5, random_state=0)
-    half.fit(texts[:1200], labels[:1200])
-    assert large.C_ == 0.5 and half.C_ == 0.5
-    np.testing.assert_array_equal(large.coef_.toarray(), half.coef_.toarray())
-    assert half.coef_.nnz < explicit.coef_.nnz  # stronger regularisation: fewer weights above the threshold
+    assert 0 < large.C_ < 1
+    same = SparseReranker(FrozenEstimator(elias_base), n_candidates=20, C=large.C_, random_state=0)
+    same.fit(texts[:1200], labels[:1200])
+    np.testing.assert_array_equal(large.coef_.toarray(), same.coef_.toarray())
+    assert same.coef_.nnz < explicit.coef_.nnz  # stronger regularisation: fewer weights above the threshold
 
 
 def test_reranker_joblib_roundtrip(ranker, cooking, tmp_path):

@@ -28,7 +28,9 @@ def has_binary_rows(X) -> bool:
     False
     """
     X = sp.csr_matrix(X)
-    X.sum_duplicates()
+    if not X.has_canonical_format:  # summing duplicates in place would change the caller's matrix
+        X = X.copy()
+        X.sum_duplicates()
     nonempty = np.flatnonzero(np.diff(X.indptr))
     if nonempty.size == 0:
         return False

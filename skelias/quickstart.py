@@ -47,7 +47,7 @@ def main(argv=None):
         if args.model == "elias++":
             model = ScoreCalibrator(SparseReranker(model, random_state=0, n_jobs=2),
                                     validation_size=min(2000, len(texts) // 5),
-                                    random_state=0)
+                                    random_state=0, verbose=1)
             desc = "ELIAS++ (ScoreCalibrator(SparseReranker(" + desc + ")))"
     print(f"model: {desc}")
     t0 = time.perf_counter()

@@ -22,6 +22,7 @@ from sklearn.utils.validation import check_array
 
 __all__ = [
     "SHORT_TEXT_CHARS",
+    "SMALL_DATA_ROWS",
     "HasMethods",
     "Interval",
     "RealNotInt",
@@ -176,6 +177,10 @@ def check_n_rows(n_x, n_y):
 
 #: mean characters per text up to which ``vectorizer=None`` represents raw texts by character n-grams
 SHORT_TEXT_CHARS = 300
+
+#: training rows below which the data counts as small: ``lr="auto"`` takes the lower rate and
+#: ``ScoreCalibrator(refit="auto")`` refits on all rows
+SMALL_DATA_ROWS = 20_000
 
 
 def default_vectorizer(texts=None):

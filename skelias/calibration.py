@@ -27,6 +27,7 @@ from ._labels import as_targets, is_label_matrix, target_kind
 from ._logging import logger, verbose_logging
 from ._typing import InputLike, TargetLike
 from ._validation import (
+    SMALL_DATA_ROWS,
     HasMethods,
     Interval,
     RealNotInt,
@@ -37,9 +38,6 @@ from ._validation import (
 from .rerank import SparseReranker
 
 __all__ = ["ScoreCalibrator", "auto_refit"]
-
-#: ``refit="auto"`` refits the wrapped estimator on all rows below this many training rows.
-_AUTO_REFIT_ROWS = 20_000
 
 
 def auto_refit(n_samples):
@@ -64,7 +62,7 @@ def auto_refit(n_samples):
     >>> auto_refit(4_880), auto_refit(36_000)
     (True, False)
     """
-    return int(n_samples) < _AUTO_REFIT_ROWS
+    return int(n_samples) < SMALL_DATA_ROWS
 
 
 def _take(X, rows):

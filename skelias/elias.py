@@ -26,6 +26,7 @@ from ._stages import TwoStageFitMixin
 from ._training import TrainingConfig, predict_topk_scores, validation_ndcg
 from ._typing import InputLike, TargetLike
 from ._validation import (
+    SMALL_DATA_ROWS,
     HasMethods,
     Interval,
     StrOptions,
@@ -45,9 +46,6 @@ from .encoders import DenseMLPEncoder, HybridEncoder, SparseBagEncoder, Transfor
 from .index import ADJACENCY_INITS, padded_adjacency, prune_edges
 
 __all__ = ["ELIASClassifier", "auto_lr"]
-
-#: ``lr="auto"`` uses the lower rate below this many training rows.
-_SMALL_DATA_ROWS = 20_000
 
 
 def auto_lr(n_samples):
@@ -71,7 +69,7 @@ def auto_lr(n_samples):
     >>> auto_lr(4_880), auto_lr(36_000)
     (0.003, 0.01)
     """
-    return 0.003 if int(n_samples) < _SMALL_DATA_ROWS else 0.01
+    return 0.003 if int(n_samples) < SMALL_DATA_ROWS else 0.01
 
 
 def _own_torch_rng(device):

@@ -65,6 +65,14 @@ def auto_refit(n_samples):
     return int(n_samples) < SMALL_DATA_ROWS
 
 
+def _candidates_of(estimator):
+    """Candidates per row of a fitted wrapped estimator: its ``n_candidates`` (``n_candidates_`` for "auto")."""
+    n = getattr(estimator, "n_candidates", None)
+    if isinstance(n, str):
+        n = getattr(estimator, "n_candidates_", None)
+    return n if isinstance(n, numbers.Integral) else None
+
+
 def _take(X, rows):
     return [X[i] for i in rows] if isinstance(X, list) else X[rows]
 
@@ -176,7 +184,7 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         est = self.estimator_
         if hasattr(est, "candidate_scores"):
             return est.candidate_scores(X, **predict_params)
-        n = getattr(est, "n_candidates", None) or getattr(est, "shortlist_size", None) or 100
+        n = _candidates_of(est) or getattr(est, "shortlist_size", None) or 100
         idx, p, _ = base_candidates(est, X, int(n), embeddings=False, **predict_params)
         p = np.where(idx >= 0, p, 0.0).astype(np.float32)
         return idx, p, p
@@ -274,7 +282,7 @@ class ScoreCalibrator(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         self.fit_time_["refit"] = time.perf_counter() - t0
 
     def _n_scored(self):
-        return getattr(self.estimator_, "n_candidates", 100)
+        return _candidates_of(self.estimator_) or 100
 
     def _raw_topk(self, X, k, embeddings=False, **predict_params):
         require_fitted(self, "tree_")

@@ -39,7 +39,7 @@ from ._validation import (
     topk_to_indicator,
 )
 
-__all__ = ["SparseReranker", "auto_C", "pair_margins", "ranker_features", "transform_margins"]
+__all__ = ["SparseReranker", "auto_C", "auto_n_candidates", "pair_margins", "ranker_features", "transform_margins"]
 
 SCORE_TRANSFORMS = ("auto", "sigmoid", "l3-hinge")
 
@@ -101,6 +101,39 @@ def auto_C(Y, candidates):
     if not used.size:
         return 1.0
     return float(min(1.0, _AUTO_C_ROWS / used.mean()))
+
+
+#: ``n_candidates="auto"``: candidates per relevant label of an average training row, and the least taken
+_AUTO_CANDIDATES_PER_LABEL = 10
+_AUTO_MIN_CANDIDATES = 100
+
+
+def auto_n_candidates(Y):
+    """``n_candidates="auto"``: ``max(100, ⌈10 · m⌉)``, m the mean number of relevant labels per training row.
+
+    The re-ranker learns from the labels among a row's candidates and can only promote those: with about
+    20 relevant labels per row, 100 candidates leave few hard negatives per positive and cut off the
+    relevant labels the base model ranks lower. Data with up to 10 labels per row keep 100.
+
+    Parameters
+    ----------
+    Y : sparse matrix (n_samples, n_labels)
+        Relevant labels of the training rows.
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> import scipy.sparse as sp
+    >>> auto_n_candidates(sp.eye(10, 5, format="csr"))  # one label per row
+    100
+    >>> auto_n_candidates(sp.csr_matrix(np.ones((4, 192))))  # 192 labels per row
+    1920
+    """
+    mean = Y.nnz / max(Y.shape[0], 1)
+    return int(max(_AUTO_MIN_CANDIDATES, np.ceil(_AUTO_CANDIDATES_PER_LABEL * mean - 1e-9)))
 
 
 #: largest rows × labels product looked up through a dense copy in :func:`pair_margins`
@@ -188,8 +221,11 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         for the dense half of ψ, ``transform`` (embeddings φ). It is cloned and fitted in
         :meth:`fit`; wrap an already fitted model in :class:`sklearn.frozen.FrozenEstimator`
         to reuse it as is.
-    n_candidates : int, default=100
-        Labels per row taken from the base model, for training and prediction.
+    n_candidates : int or "auto", default="auto"
+        Labels per row taken from the base model, for training and prediction. ``"auto"``:
+        max(100, ⌈10 · m⌉), m the mean number of relevant labels per training row
+        (:func:`auto_n_candidates`): 100 unless the rows average more than 10 labels. The value
+        used is ``n_candidates_``.
     C : float or "auto", default="auto"
         LIBLINEAR's inverse regularisation strength. ``"auto"``: from the size of the label
         problems — each label's problem holds its positives and the rows where it is among the
@@ -236,6 +272,8 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
     coef_ : csr_matrix (n_labels, n_bow + d) float32
         The pruned classifiers w_l.
     intercept_ : ndarray (n_labels,) float32
+    n_candidates_ : int
+        Candidates per row (``n_candidates``, or its ``"auto"`` choice).
     C_ : float
         The C the classifiers were trained with (``C``, or its ``"auto"`` choice).
     classes_ : ndarray (n_labels,)
@@ -260,7 +298,7 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
 
     _parameter_constraints: ClassVar[dict] = {
         "estimator": [None, HasMethods(["fit"])],
-        "n_candidates": [positive_int],
+        "n_candidates": [positive_int, StrOptions({"auto"})],
         "C": [positive_real, StrOptions({"auto"})],
         "loss": [StrOptions(set(LOSSES))],
         "weight_threshold": [non_negative_real],
@@ -275,7 +313,7 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         "verbose": ["verbose"],
     }
 
-    def __init__(self, estimator=None, n_candidates=100, C="auto", loss="squared_hinge", weight_threshold=0.1, bias=1.0,
+    def __init__(self, estimator=None, n_candidates="auto", C="auto", loss="squared_hinge", weight_threshold=0.1, bias=1.0,
                  tol=0.1, score_transform="auto", embedding_weight=0.0, vectorizer=None, k=5, n_jobs=None,
                  random_state=None, verbose=0):
         store_params(self, locals())
@@ -313,7 +351,7 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
     def fit(self, X: InputLike, y: TargetLike) -> SparseReranker:
         """Fit the base model (unless frozen), then one sparse classifier per label.
 
-        The base model's top ``n_candidates`` on the training rows are the hard negatives (Eq. 17).
+        The base model's top ``n_candidates_`` on the training rows are the hard negatives (Eq. 17).
 
         Parameters
         ----------
@@ -351,8 +389,9 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
             self.label_frequency_ = np.asarray(Y.sum(axis=0), dtype=np.float32).ravel()
         if kind == "text" and getattr(self.estimator_, "vectorizer_", "missing") is None:
             raise TypeError("the base model was fitted on a feature matrix; pass the same kind of X.")
+        self.n_candidates_ = auto_n_candidates(Y) if self.n_candidates == "auto" else int(self.n_candidates)
         t0 = time.perf_counter()
-        idx, _, emb = base_candidates(self.estimator_, Xc if kind == "features" else X, self.n_candidates,
+        idx, _, emb = base_candidates(self.estimator_, Xc if kind == "features" else X, self.n_candidates_,
                                       embeddings=self.embedding_weight > 0)
         psi = ranker_features(self._bow(kind, Xc, fitting=True), emb, self.embedding_weight)
         n_dense = psi.shape[1] - self._n_bow
@@ -382,7 +421,8 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         X : list of str, or sparse matrix (n_samples, n_features)
             Inputs of the kind the model was fitted on.
         n_candidates : int, optional
-            Candidates per row for this call; default the ``n_candidates`` parameter.
+            Candidates per row for this call; default the ``n_candidates`` parameter (``n_candidates_``
+            for ``"auto"``).
         **base_params
             Prediction-time settings passed to the base model (e.g. ``beam_size`` of an ELIAS base).
 
@@ -393,7 +433,7 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         q : ndarray (n, n_candidates) float32, ranker scores (0 at padding)
         """
         require_fitted(self, "coef_")
-        n_candidates = check_k(self.n_candidates if n_candidates is None else n_candidates, name="n_candidates")
+        n_candidates = check_k(self._n_scored() if n_candidates is None else n_candidates, name="n_candidates")
         kind, Xc = check_X(X, estimator_name=type(self).__name__)
         tfidf = None
         if kind == "text" and self.vectorizer_ is not None and self.vectorizer_ is getattr(
@@ -414,7 +454,8 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         return idx, np.where(pad, 0.0, p).astype(np.float32), np.where(pad, 0.0, q).astype(np.float32)
 
     def _n_scored(self):
-        return self.n_candidates
+        # the current parameter, so that set_params after fit takes effect; "auto": the count resolved by fit
+        return self.n_candidates_ if self.n_candidates == "auto" else self.n_candidates
 
     def __getstate__(self):
         state = self.__dict__.copy()

@@ -102,6 +102,40 @@ def test_benchmark_datasets_load_texts_or_normalised_features_with_label_names(t
     assert X == ["a b", "c d"] and y == [["x", "y"], ["z"]] and common.take(X, [1]) == ["c d"]
 
 
+def test_derived_datasets_keep_the_first_tag_and_turn_later_words_into_labels(tmp_path):
+    derive = importlib.import_module("examples.benchmarks.derive")
+    common = importlib.import_module("examples.benchmarks._common")
+    src = tmp_path / "src"
+    src.mkdir()
+    words = [f"word{chr(97 + i)}" for i in range(8)]
+    rng = np.random.RandomState(0)
+    for split, n in (("train", 30), ("test", 10)):
+        docs = [" ".join(rng.choice(words, 12)) for _ in range(n)]
+        (src / f"{split}_texts.txt").write_text("".join(d + "\n" for d in docs))
+        (src / f"{split}_labels.txt").write_text("".join(("b a\n" if i % 3 else "\n") for i in range(n)))
+    derive.first_tag(str(src), str(tmp_path / "ft"))
+    X, y = common.load_split(str(tmp_path / "ft"), "test")
+    assert X == common.load_split(str(src), "test")[0]
+    assert y == [(["b"] if i % 3 else []) for i in range(10)]
+
+    shapes = [derive.dense_words(str(src), str(tmp_path / f"dw{i}"), n_docs=40, n_train=25, head_tokens=4,
+                                 n_features=5, label_ranks=(1, 6), min_tokens=12) for i in range(2)]
+    assert shapes[0] == shapes[1]
+    for name in ("train.svm", "test.svm", "feature_names.txt", "label_names.txt"):
+        assert (tmp_path / "dw0" / name).read_bytes() == (tmp_path / "dw1" / name).read_bytes()  # deterministic
+    X, y = common.load_split(str(tmp_path / "dw0"), "train")
+    features = (tmp_path / "dw0" / "feature_names.txt").read_text().split()
+    labels = (tmp_path / "dw0" / "label_names.txt").read_text().split()
+    assert X.shape == (25, 5) and len(features) == 5 and len(labels) == 5 and set(labels) <= set(words)
+    docs = [d.split() for part in ("train", "test") for d in (src / f"{part}_texts.txt").read_text().splitlines()]
+    for i in range(X.shape[0]):  # each row: a document's first 4 words in the vocabulary, its later words as labels
+        row_features = {features[j] for j in X[i].indices}
+        assert row_features and y[i]
+        assert any(set(d[:4]) & set(features) == row_features and set(d[4:]) & set(labels) == set(y[i])
+                   for d in docs)
+    assert shapes[0]["documents"] == 40 and shapes[0]["features per document"] > 0
+
+
 def test_benchmark_summary_compares_the_calibrated_chain_with_the_best_peer():
     summary = importlib.import_module("examples.benchmarks.summary")
     metrics = lambda p1, r100: {"P@1": p1, "PSP@5": p1 / 2, "R@100": r100}

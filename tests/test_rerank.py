@@ -10,7 +10,7 @@ from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import make_pipeline
 
 from skelias import ELIASClassifier, KNNLabelClassifier, SparseReranker, precision_at_k_scorer
-from skelias.rerank import auto_C, pair_margins, ranker_features, transform_margins
+from skelias.rerank import auto_C, auto_n_candidates, pair_margins, ranker_features, transform_margins
 
 
 def test_pair_margins_match_brute_force(monkeypatch):
@@ -113,6 +113,39 @@ def test_reranker_auto_C_trains_with_the_C_it_records(ranker, elias_base, cookin
     same.fit(texts[:1200], labels[:1200])
     np.testing.assert_array_equal(large.coef_.toarray(), same.coef_.toarray())
     assert same.coef_.nnz < explicit.coef_.nnz  # stronger regularisation: fewer weights above the threshold
+
+
+def test_auto_n_candidates_gives_ten_per_relevant_label_and_at_least_100():
+    rng = np.random.RandomState(0)
+    for density in (0.01, 0.05, 0.3):
+        Y = sp.csr_matrix(rng.rand(70, 400) < density)
+        mean = np.asarray(Y.sum(axis=1)).mean()  # brute force: the mean count of each row's labels
+        assert auto_n_candidates(Y) == max(100, int(np.ceil(10 * mean)))
+    assert auto_n_candidates(sp.csr_matrix(np.ones((3, 12)))) == 120  # exactly 12 per row: no rounding up
+    assert auto_n_candidates(sp.csr_matrix((4, 9))) == 100  # no labels
+
+
+def test_reranker_auto_n_candidates_trains_and_predicts_with_the_count_it_records(cooking, monkeypatch):
+    texts, labels = cooking
+    knn = KNNLabelClassifier(n_neighbors=30).fit(texts[:600], labels[:600])
+    default = SparseReranker(FrozenEstimator(knn), random_state=0).fit(texts[:600], labels[:600])
+    assert default.n_candidates == "auto" and default.n_candidates_ == 100  # a few tags per question
+    monkeypatch.setattr("skelias.rerank._AUTO_MIN_CANDIDATES", 1)
+    auto = SparseReranker(FrozenEstimator(knn), random_state=0).fit(texts[:600], labels[:600])
+    want = int(np.ceil(10 * np.mean([len(set(row)) for row in labels[:600]])))
+    assert auto.n_candidates_ == want < 100
+    same = SparseReranker(FrozenEstimator(knn), n_candidates=want, random_state=0).fit(texts[:600], labels[:600])
+    np.testing.assert_array_equal(auto.coef_.toarray(), same.coef_.toarray())
+    idx, p, q = auto.candidate_scores(texts[600:620])
+    assert idx.shape == p.shape == q.shape == (20, want)
+    idx_same, p_same, q_same = same.candidate_scores(texts[600:620])
+    np.testing.assert_array_equal(idx, idx_same)
+    np.testing.assert_array_equal(q, q_same)
+    np.testing.assert_array_equal(p, p_same)
+    same.__dict__.pop("n_candidates_")  # a model saved before the attribute existed: its integer parameter
+    np.testing.assert_array_equal(idx, same.candidate_scores(texts[600:620])[0])
+    auto.set_params(n_candidates=want + 5)  # a number set after fit takes effect at prediction
+    assert auto.candidate_scores(texts[600:620])[0].shape == (20, want + 5)
 
 
 def test_reranker_joblib_roundtrip(ranker, cooking, tmp_path):

@@ -45,7 +45,7 @@ from .cluster import cluster_labels, default_n_clusters
 from .encoders import DenseMLPEncoder, HybridEncoder, SparseBagEncoder, TransformerEncoder
 from .index import ADJACENCY_INITS, padded_adjacency, prune_edges
 
-__all__ = ["ELIASClassifier", "auto_lr"]
+__all__ = ["ELIASClassifier", "auto_dropout", "auto_lr"]
 
 
 def auto_lr(n_samples):
@@ -70,6 +70,33 @@ def auto_lr(n_samples):
     (0.003, 0.01)
     """
     return 0.003 if int(n_samples) < SMALL_DATA_ROWS else 0.01
+
+
+def auto_dropout(n_samples, encoder="tfidf"):
+    """``dropout="auto"``'s rate for ``n_samples`` training rows: 0.5 below 20,000 rows, else 0.2.
+
+    A TF-IDF embedding table of tens of thousands of features trained on a few thousand rows memorises
+    them; stronger dropout on φ keeps the label classifiers general. The fine-tuned transformer
+    (``encoder="transformer"``) keeps 0.2.
+
+    Parameters
+    ----------
+    n_samples : int
+        Training rows.
+    encoder : str, default="tfidf"
+        The ``encoder`` parameter.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> from skelias.elias import auto_dropout
+    >>> auto_dropout(4_880), auto_dropout(36_000)
+    (0.5, 0.2)
+    """
+    return 0.5 if int(n_samples) < SMALL_DATA_ROWS and encoder != "transformer" else 0.2
 
 
 def _own_torch_rng(device):
@@ -156,8 +183,10 @@ class ELIASClassifier(TwoStageFitMixin, PretrainedHalfMixin, TopKOutputMixin, Tr
         Learning rate of the fine-tuned pretrained transformer; ``None``: 1e-4.
     embed_dim : int, default=512
         d, the embedding size of φ.
-    dropout : float, default=0.2
-        Dropout on φ's output during training.
+    dropout : float or "auto", default="auto"
+        Dropout on φ's output during training. ``"auto"``: 0.5 below 20,000 training rows, where
+        the encoder otherwise memorises the few rows of each label, else 0.2 (always 0.2 for
+        ``encoder="transformer"``; :func:`auto_dropout`); resolved in ``dropout_``.
     n_clusters : int or None, default=None
         C, the number of label clusters. ``None``: ``2**ceil(log2(L / max_leaf_size))``.
     max_leaf_size : int, default=100
@@ -274,6 +303,8 @@ class ELIASClassifier(TwoStageFitMixin, PretrainedHalfMixin, TopKOutputMixin, Tr
         training texts' token idf); None otherwise.
     lr_ : float
         The learning rate used (``lr`` resolved).
+    dropout_ : float
+        The dropout rate used (``dropout`` resolved).
     weight_decay_ : float
         The weight decay used (``weight_decay`` resolved).
     pretrained_scale_ : float or None
@@ -316,7 +347,7 @@ class ELIASClassifier(TwoStageFitMixin, PretrainedHalfMixin, TopKOutputMixin, Tr
         "finetune_pretrained": [StrOptions({"auto"}), "boolean"],
         "lr_pretrained": [None, positive_real],
         "embed_dim": [positive_int],
-        "dropout": [Interval(numbers.Real, 0, 1, closed="left")],
+        "dropout": [Interval(numbers.Real, 0, 1, closed="left"), StrOptions({"auto"})],
         "n_clusters": [None, positive_int],
         "max_leaf_size": [positive_int],
         "alpha": [positive_real],
@@ -355,7 +386,7 @@ class ELIASClassifier(TwoStageFitMixin, PretrainedHalfMixin, TopKOutputMixin, Tr
                  pretrained_max_length=64,
                  pretrained_pooling="auto", pretrained_download=False, pretrained_backend="auto",
                  pretrained_static_texts=10000, pretrained_scale="auto",
-                 finetune_pretrained="auto", lr_pretrained=None, embed_dim=512, dropout=0.2, n_clusters=None, max_leaf_size=100, alpha=10.0, beta=150.0, kappa=None, beam_size=20,
+                 finetune_pretrained="auto", lr_pretrained=None, embed_dim=512, dropout="auto", n_clusters=None, max_leaf_size=100, alpha=10.0, beta=150.0, kappa=None, beam_size=20,
                  shortlist_size=2000, loss_lambda=0.05, n_epochs_stage1=10, n_epochs_stage2=10, batch_size=256,
                  lr="auto", lr_encoder=None, stage2_lr_factor=0.1, lr_adjacency=None, adjacency_init="tree",
                  weight_decay="auto", embedding_optimizer="adamw", warmup=0.1, accumulation_steps=1,
@@ -470,6 +501,7 @@ class ELIASClassifier(TwoStageFitMixin, PretrainedHalfMixin, TopKOutputMixin, Tr
         self.label_frequency_ = np.asarray(Y.sum(axis=0), dtype=np.float32).ravel()
         self.n_features_in_ = self.vectorizer_.transform(["x"]).shape[1] if isinstance(X, TextRows) else X.shape[1]
         self.lr_ = float(self.lr) if self.lr != "auto" else auto_lr(Y.shape[0])
+        self.dropout_ = float(self.dropout) if self.dropout != "auto" else auto_dropout(Y.shape[0], self.encoder)
         self.weight_decay_ = float(self.weight_decay) if self.weight_decay != "auto" else (
             0.5 if self._is_hybrid() else 0.01)
         return X, Y
@@ -589,19 +621,24 @@ class ELIASClassifier(TwoStageFitMixin, PretrainedHalfMixin, TopKOutputMixin, Tr
         return self._model_input(kind, X, fitting, tfidf)
 
     def _make_encoder(self, n_features, pretrained_dim=None):
+        # the resolved rate; a model saved before dropout="auto" existed has only its number, and an unfitted
+        # one (the encoder's structure does not depend on the rate) takes the large-data rate
+        dropout = getattr(self, "dropout_", None)
+        if dropout is None:
+            dropout = float(self.dropout) if self.dropout != "auto" else auto_dropout(SMALL_DATA_ROWS, self.encoder)
         if self.encoder == "transformer":
             return TransformerEncoder(self._pretrained_source(), max_length=self.pretrained_max_length,
-                                      dropout=self.dropout, download=self.pretrained_download)
+                                      dropout=dropout, download=self.pretrained_download)
         if pretrained_dim is not None:
             transformer = None
             if getattr(self, "finetuned_pretrained_", False):  # pooled as the frozen embeddings
                 transformer = TransformerEncoder(self._pretrained_source(), max_length=self.pretrained_max_length,
                                                  pooling=self._pooling(), dropout=0.0,
                                                  download=self.pretrained_download)
-            return HybridEncoder(n_features, pretrained_dim, self.embed_dim, self.dropout,
+            return HybridEncoder(n_features, pretrained_dim, self.embed_dim, dropout,
                                  pretrained_scale=self._resolve_pretrained_scale(pretrained_dim), transformer=transformer)
         cls = SparseBagEncoder if self.encoder == "tfidf" else DenseMLPEncoder
-        return cls(n_features, self.embed_dim, self.dropout)
+        return cls(n_features, self.embed_dim, dropout)
 
     # ------------------------------------------------------------------ prediction
     def _raw_topk(self, X, k, embeddings=False, tfidf=None, beam_size=None, shortlist_size=None):

@@ -55,6 +55,31 @@ def test_auto_lr_is_the_explicit_rate_it_resolves_to(cooking, tiny, monkeypatch)
     assert fit(lr=0.05, n_epochs_stage2=0).lr_ == 0.05
 
 
+def test_auto_dropout_is_the_explicit_rate_it_resolves_to(cooking, tiny, monkeypatch):
+    from skelias import elias
+
+    texts, labels = cooking
+    fit = lambda **kw: ELIASClassifier(**{**tiny, **kw}).fit(texts[:300], labels[:300])
+    rates = lambda model: {m.p for m in model.network_.modules() if isinstance(m, torch.nn.Dropout)}
+    auto, explicit = fit(dropout="auto"), fit(dropout=0.5)
+    assert auto.dropout_ == 0.5 and rates(auto) == {0.5}  # below 20,000 rows
+    a, sa = auto.predict_topk(texts[300:330], 10)
+    b, sb = explicit.predict_topk(texts[300:330], 10)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(sa, sb, rtol=1e-5)
+    assert elias.auto_dropout(19_999) == 0.5 and elias.auto_dropout(20_000) == 0.2
+    assert elias.auto_dropout(100, "transformer") == 0.2
+    monkeypatch.setattr(elias, "SMALL_DATA_ROWS", 100)
+    big = fit(dropout="auto", n_epochs_stage2=0)
+    assert big.dropout_ == 0.2 and rates(big) == {0.2}
+    state = auto.__getstate__()
+    del state["dropout_"]  # a model saved before the attribute existed: its numeric parameter builds the network
+    state["dropout"] = 0.5
+    old = ELIASClassifier.__new__(ELIASClassifier)
+    old.__setstate__(state)
+    np.testing.assert_array_equal(old.predict_topk(texts[300:330], 10)[0], a)
+
+
 def test_every_label_stays_reachable_after_stage2(elias_base):
     fitted = elias_base
     net = fitted.network_

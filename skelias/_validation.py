@@ -22,7 +22,6 @@ from sklearn.utils.validation import check_array
 
 __all__ = [
     "SHORT_TEXT_CHARS",
-    "SMALL_DATA_ROWS",
     "HasMethods",
     "Interval",
     "RealNotInt",
@@ -177,11 +176,6 @@ def check_n_rows(n_x, n_y):
 
 #: mean characters per text up to which ``vectorizer=None`` represents raw texts by character n-grams
 SHORT_TEXT_CHARS = 300
-
-#: training rows below which the data counts as small: ``lr="auto"`` takes the lower rate and
-#: ``ScoreCalibrator(refit="auto")`` refits on all rows
-SMALL_DATA_ROWS = 20_000
-
 
 def default_vectorizer(texts=None):
     """The TF-IDF vectorizer used when ``vectorizer=None``, chosen from the training texts' length.

@@ -13,6 +13,7 @@ from sklearn.base import BaseEstimator, MetaEstimatorMixin, clone
 from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils import check_random_state
 
+from ._auto import auto_refit
 from ._base import (
     TopKOutputMixin,
     base_candidates,
@@ -27,7 +28,6 @@ from ._labels import as_targets, is_label_matrix, target_kind
 from ._logging import logger, verbose_logging
 from ._typing import InputLike, TargetLike
 from ._validation import (
-    SMALL_DATA_ROWS,
     HasMethods,
     Interval,
     RealNotInt,
@@ -38,31 +38,6 @@ from ._validation import (
 from .rerank import SparseReranker
 
 __all__ = ["ScoreCalibrator", "auto_refit"]
-
-
-def auto_refit(n_samples):
-    """``refit="auto"``'s choice for ``n_samples`` training rows: refit when there are fewer than 20,000.
-
-    On small data the held-out split is a large share of what the base model could learn from
-    (bibtex: a fifth of 4,880 rows), and a second fit costs little; on large data the split is a
-    small share and a second fit of a large model is expensive.
-
-    Parameters
-    ----------
-    n_samples : int
-        Rows given to :meth:`ScoreCalibrator.fit`.
-
-    Returns
-    -------
-    bool
-
-    Examples
-    --------
-    >>> from skelias.calibration import auto_refit
-    >>> auto_refit(4_880), auto_refit(36_000)
-    (True, False)
-    """
-    return int(n_samples) < SMALL_DATA_ROWS
 
 
 def _candidates_of(estimator):

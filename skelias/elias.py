@@ -14,6 +14,7 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils import check_random_state
 
+from ._auto import SMALL_DATA_ROWS, auto_dropout, auto_lr
 from ._base import TopKOutputMixin, fill_new_parameters, fit_aside, require_fitted, store_params
 from ._distributed import join_process_group, rank_device, resolve_device
 from ._features import fit_feature_idf, has_binary_rows, weight_features
@@ -26,7 +27,6 @@ from ._stages import TwoStageFitMixin
 from ._training import TrainingConfig, predict_topk_scores, validation_ndcg
 from ._typing import InputLike, TargetLike
 from ._validation import (
-    SMALL_DATA_ROWS,
     HasMethods,
     Interval,
     StrOptions,
@@ -46,57 +46,6 @@ from .encoders import DenseMLPEncoder, HybridEncoder, SparseBagEncoder, Transfor
 from .index import ADJACENCY_INITS, padded_adjacency, prune_edges
 
 __all__ = ["ELIASClassifier", "auto_dropout", "auto_lr"]
-
-
-def auto_lr(n_samples):
-    """``lr="auto"``'s learning rate for ``n_samples`` training rows: 0.003 below 20,000 rows, else 0.01.
-
-    On small data the higher rate fits the few training rows of each tail label too closely, and
-    the labels the index should still rank in the top 100 fall behind.
-
-    Parameters
-    ----------
-    n_samples : int
-        Training rows.
-
-    Returns
-    -------
-    float
-
-    Examples
-    --------
-    >>> from skelias.elias import auto_lr
-    >>> auto_lr(4_880), auto_lr(36_000)
-    (0.003, 0.01)
-    """
-    return 0.003 if int(n_samples) < SMALL_DATA_ROWS else 0.01
-
-
-def auto_dropout(n_samples, encoder="tfidf"):
-    """``dropout="auto"``'s rate for ``n_samples`` training rows: 0.5 below 20,000 rows, else 0.2.
-
-    A TF-IDF embedding table of tens of thousands of features trained on a few thousand rows memorises
-    them; stronger dropout on φ keeps the label classifiers general. The fine-tuned transformer
-    (``encoder="transformer"``) keeps 0.2.
-
-    Parameters
-    ----------
-    n_samples : int
-        Training rows.
-    encoder : str, default="tfidf"
-        The ``encoder`` parameter.
-
-    Returns
-    -------
-    float
-
-    Examples
-    --------
-    >>> from skelias.elias import auto_dropout
-    >>> auto_dropout(4_880), auto_dropout(36_000)
-    (0.5, 0.2)
-    """
-    return 0.5 if int(n_samples) < SMALL_DATA_ROWS and encoder != "transformer" else 0.2
 
 
 def _own_torch_rng(device):

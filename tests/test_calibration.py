@@ -65,7 +65,7 @@ def test_refit_auto_follows_the_row_count(cooking, ranker, monkeypatch):
     texts, labels = cooking
     base = SparseReranker(KNNLabelClassifier(), n_candidates=10, random_state=0)
     assert ScoreCalibrator(base, validation_size=50, min_samples_leaf=5).fit(texts[:200], labels[:200]).refit_
-    monkeypatch.setattr(calibration, "SMALL_DATA_ROWS", 200)
+    monkeypatch.setattr("skelias._auto.SMALL_DATA_ROWS", 200)
     assert not ScoreCalibrator(base, validation_size=50, min_samples_leaf=5).fit(texts[:200], labels[:200]).refit_
     assert calibration.auto_refit(199) and not calibration.auto_refit(200)
     frozen = ScoreCalibrator(FrozenEstimator(ranker)).fit(texts[1200:1300], labels[1200:1300])  # "auto": never

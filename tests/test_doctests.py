@@ -7,7 +7,7 @@ import pytest
 
 MODULES = ["skelias.calibration", "skelias.cluster", "skelias.datasets", "skelias.elias", "skelias.ensemble",
            "skelias.metrics", "skelias.neighbors", "skelias.persistence", "skelias.pretrained", "skelias.rerank",
-           "skelias.xr_linear", "skelias._labels"]
+           "skelias.xr_linear", "skelias._auto", "skelias._labels"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -49,7 +49,7 @@ def test_auto_lr_is_the_explicit_rate_it_resolves_to(cooking, tiny, monkeypatch)
     np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(sa, sb, rtol=1e-5)
     assert elias.auto_lr(19_999) == 0.003 and elias.auto_lr(20_000) == 0.01
-    monkeypatch.setattr(elias, "SMALL_DATA_ROWS", 100)
+    monkeypatch.setattr("skelias._auto.SMALL_DATA_ROWS", 100)
     big = fit(lr="auto", n_epochs_stage2=0)
     assert big.lr_ == 0.01 and big._training_config(torch.device("cpu")).lr == 0.01
     assert fit(lr=0.05, n_epochs_stage2=0).lr_ == 0.05
@@ -69,7 +69,7 @@ def test_auto_dropout_is_the_explicit_rate_it_resolves_to(cooking, tiny, monkeyp
     np.testing.assert_allclose(sa, sb, rtol=1e-5)
     assert elias.auto_dropout(19_999) == 0.5 and elias.auto_dropout(20_000) == 0.2
     assert elias.auto_dropout(100, "transformer") == 0.2
-    monkeypatch.setattr(elias, "SMALL_DATA_ROWS", 100)
+    monkeypatch.setattr("skelias._auto.SMALL_DATA_ROWS", 100)
     big = fit(dropout="auto", n_epochs_stage2=0)
     assert big.dropout_ == 0.2 and rates(big) == {0.2}
     state = auto.__getstate__()

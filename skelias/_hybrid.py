@@ -1,6 +1,6 @@
 """The pretrained half of ELIASClassifier's hybrid encoder: which embedder runs, from where, how texts are cached.
 
-The frozen transformer (torch or ONNX Runtime), or its static student (``pretrained_backend="static"``), embeds
+The frozen transformer (torch, or ONNX Runtime in float32 or int8), or its static student (``pretrained_backend="static"``), embeds
 the raw texts; a fine-tuned transformer is part of the network instead (:class:`~skelias.encoders.HybridEncoder`).
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 
 import numpy as np
 
@@ -64,10 +65,42 @@ class PretrainedHalfMixin:
             device = next(net.parameters()).device if net is not None else resolve_device(self.device)
             emb = PretrainedTextEmbedder(self._pretrained_source(), max_length=self.pretrained_max_length,
                                          pooling=self._pooling(), device=device, verbose=bool(self.verbose),
-                                         download=self.pretrained_download,
-                                         backend="auto" if self.pretrained_backend == "static" else self.pretrained_backend)
+                                         download=self.pretrained_download, backend=self._embedder_backend())
             self._embedder = emb
         return emb
+
+    def _resolve_pretrained_backend(self, device):
+        """``pretrained_backend`` resolved for a fit on ``device`` (what ``pretrained_backend_`` records)."""
+        from .pretrained import onnx_runtime_available
+
+        if self.pretrained_backend == "static":
+            return "static"
+        if device.type != "cpu":
+            return "torch"  # the transformer runs on the accelerator
+        if self.pretrained_backend == "auto":
+            return "onnx-int8" if onnx_runtime_available() else "torch"
+        return self.pretrained_backend
+
+    def _embedder_backend(self):
+        """The ``PretrainedTextEmbedder`` backend that embeds texts as the model was fitted to.
+
+        int8 embeddings for a model fitted on them (float32 when ONNX Runtime is missing here, with a
+        warning); float32 otherwise, on ONNX Runtime when available (``"auto"``) unless a backend was
+        named. A static student's teacher and a model saved without ``pretrained_backend_`` use float32.
+        """
+        from .pretrained import onnx_runtime_available
+
+        fitted = getattr(self, "pretrained_backend_", None)
+        if fitted == "onnx-int8":
+            if onnx_runtime_available():
+                return "onnx-int8"
+            warnings.warn("This model was fitted on int8 embeddings of ONNX Runtime, which is not installed here "
+                          "(pip install \"skelias[fast]\"); texts are embedded in float32 instead, and the "
+                          "scores move slightly.", UserWarning, stacklevel=3)
+            return "auto"
+        if fitted is None or self.pretrained_backend in ("auto", "static"):
+            return "auto"
+        return self.pretrained_backend
 
     def _pooling(self):
         """The hybrid encoder's pooling: the one fitted with, else ``pretrained_pooling`` ("auto": the model's own)."""
@@ -94,6 +127,8 @@ class PretrainedHalfMixin:
         except ValueError:  # an alias whose package is not installed: a loaded model's own copy
             identity = str(self.pretrained_model)
         key = f"{identity}|{self.pretrained_max_length}|{self._pooling()}"
+        if self._embedder_backend() == "onnx-int8":  # quantised embeddings never mix with float32 ones
+            key += "|int8"
         return EmbeddingCache(location, key).embed(list(texts), lambda t: self._pretrained_embedder().embed(t))
 
     def _resolve_pretrained_scale(self, pretrained_dim):

@@ -221,9 +221,36 @@ def apply_vectorizer(kind, X, vectorizer):
     if kind == "text":
         if vectorizer is None:
             raise TypeError("This model was fitted on a feature matrix; pass features, not raw texts.")
-        return vectorizer.transform(X)
+        return tfidf_transform(vectorizer, X)
     if vectorizer is not None:
         raise TypeError("This model was fitted on raw texts; pass a list of str, not a feature matrix.")
+    return X
+
+
+def tfidf_transform(vectorizer, texts):
+    """``vectorizer.transform(texts)``; for a fitted ``TfidfVectorizer`` the same matrix without its checks.
+
+    scikit-learn's ``TfidfTransformer.transform`` validates the count matrix it has just built and
+    ``normalize`` validates it again (≈ 0.3 ms a call, a sixth of a single query); here the counts
+    (``CountVectorizer.transform``) are weighted with the same operations in the same order: sublinear
+    tf, idf, then scikit-learn's own in-place row normalisation. Other vectorizers are called as they are.
+    """
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+    from sklearn.utils import sparsefuncs_fast
+
+    if type(vectorizer) is not TfidfVectorizer or vectorizer.norm not in (None, "l1", "l2"):
+        return vectorizer.transform(texts)
+    idf = vectorizer.idf_ if vectorizer.use_idf else None  # raises NotFittedError when unfitted
+    X = CountVectorizer.transform(vectorizer, texts)
+    if vectorizer.sublinear_tf:
+        np.log(X.data, X.data)
+        X.data += 1.0
+    if idf is not None:
+        X.data *= idf[X.indices]
+    if vectorizer.norm == "l2":
+        sparsefuncs_fast.inplace_csr_row_normalize_l2(X)
+    elif vectorizer.norm == "l1":
+        sparsefuncs_fast.inplace_csr_row_normalize_l1(X)
     return X
 
 

@@ -209,11 +209,14 @@ class PretrainedTextEmbedder:
         Progress bar over batches.
     download : bool, default=False
         Allow downloading a Hugging Face Hub id that is not in the local cache.
-    backend : {"auto", "torch", "onnx"}, default="auto"
+    backend : {"auto", "torch", "onnx", "onnx-int8"}, default="auto"
         What runs the forward pass on the CPU: ``"onnx"``, ONNX Runtime on the model exported once in
         memory (``pip install "skelias[fast]"``; the same embeddings to float precision, faster);
-        ``"torch"``; ``"auto"``: ONNX Runtime when it is installed and the export succeeds, else torch.
-        A CUDA device always uses torch.
+        ``"onnx-int8"``: that export with its weights quantised to int8 (per output channel) and its
+        matrix products in int8 (:func:`quantize_onnx`): several times faster, embeddings close to but
+        not equal to float32's; ``"torch"``; ``"auto"``: ONNX Runtime (float32) when it is installed and
+        the export succeeds, else torch. A CUDA device always uses torch. The backend that runs is
+        ``backend`` after construction.
     """
 
     def __init__(self, model, max_length=64, batch_size=64, pooling="mean", device="cpu", verbose=False,
@@ -231,8 +234,10 @@ class PretrainedTextEmbedder:
         self.dim = int(self.model.config.hidden_size)
         self._onnx, self._sessions = None, {}
         if backend != "torch" and self.device.type == "cpu":
-            self._onnx = _export_onnx(model, download, required=backend == "onnx")
-        self.backend = "onnx" if self._onnx is not None else "torch"
+            self._onnx = _export_onnx(model, download, required=backend != "auto")
+            if self._onnx is not None and backend == "onnx-int8":
+                self._onnx = quantize_onnx(self._onnx)
+        self.backend = "torch" if self._onnx is None else "onnx" if backend == "auto" else backend
 
     @torch.no_grad()
     def embed(self, texts):
@@ -279,7 +284,7 @@ class PretrainedTextEmbedder:
         return state
 
 
-BACKENDS = ("auto", "torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 
 _TOKEN_TABLES: dict = {}  # (model path, pooling) -> distilled table, reused by later fits in this process
 
@@ -559,10 +564,78 @@ def _export_onnx(model, download=False, required=False):
         return buf.getvalue()
     except Exception as exc:
         if required:
-            raise ValueError(f"backend='onnx' needs onnxruntime and onnx (pip install \"skelias[fast]\") and a "
+            raise ValueError(f"backend='onnx' or 'onnx-int8' needs onnxruntime and onnx (pip install \"skelias[fast]\") and a "
                              f"model that exports to ONNX: {exc}") from exc
         logger.info("ONNX Runtime unavailable for the pretrained encoder (%s); using torch", exc)
         return None
+
+
+def onnx_runtime_available():
+    """Whether ONNX Runtime and the ``onnx`` package (extra ``skelias[fast]``) are importable.
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> from skelias.pretrained import onnx_runtime_available
+    >>> onnx_runtime_available() in (True, False)
+    True
+    """
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
+
+
+def quantize_onnx(onnx_bytes):
+    """An exported ONNX model with int8 weights and int8 matrix products (ONNX Runtime's dynamic quantisation).
+
+    Weights are quantised symmetrically per output channel, the embedding tables too; activations are
+    quantised per forward pass, so a text's embedding moves slightly (≈ 10⁻⁴ per entry) with the other
+    texts of its batch. For all-MiniLM-L6-v2 the file is 4× smaller and one text's forward 2.8× faster on one thread;
+    the measured effect on embeddings and on a hybrid model's accuracy is in the design notes.
+
+    Parameters
+    ----------
+    onnx_bytes : bytes
+        A float32 ONNX model (what ``PretrainedTextEmbedder`` exports).
+
+    Returns
+    -------
+    bytes
+        The quantised model.
+
+    Examples
+    --------
+    >>> import io, warnings, numpy as np, onnxruntime, torch
+    >>> from skelias.pretrained import quantize_onnx
+    >>> layer, buf = torch.nn.Linear(64, 8).eval(), io.BytesIO()
+    >>> with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
+    ...     warnings.simplefilter("ignore")
+    ...     torch.onnx.export(layer, (torch.ones(1, 64),), buf, input_names=["x"], dynamo=False)
+    >>> small = quantize_onnx(buf.getvalue())
+    >>> len(small) < len(buf.getvalue())
+    True
+    >>> x = np.ones((1, 64), dtype=np.float32)
+    >>> out = onnxruntime.InferenceSession(small).run(None, {"x": x})[0]
+    >>> bool(np.abs(out - layer(torch.from_numpy(x)).detach().numpy()).max() < 0.05)
+    True
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    proto = onnx.load_from_string(onnx_bytes)
+    # ONNX Runtime's optional pre-processing (shape inference, graph clean-up) is skipped on purpose; the
+    # mark says so and keeps quantize_dynamic from logging a recommendation through the root logger
+    onnx.helper.set_model_props(proto, {"onnx.quant.pre_process": "onnxruntime.quant"})
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dst = os.path.join(tmp, "int8.onnx")
+        quantize_dynamic(proto, dst, weight_type=QuantType.QInt8, per_channel=True,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        with open(dst, "rb") as fh:
+            return fh.read()
 
 
 class EmbeddingCache:

@@ -36,6 +36,7 @@ from ._validation import (
     non_negative_real,
     positive_int,
     positive_real,
+    tfidf_transform,
     topk_to_indicator,
 )
 
@@ -343,7 +344,7 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
                 self.vectorizer_ = default_vectorizer(X).fit(X)
         if self.vectorizer_ is None:
             raise TypeError("This SparseReranker was fitted on a feature matrix; pass features, not raw texts.")
-        bow = self.vectorizer_.transform(X)
+        bow = tfidf_transform(self.vectorizer_, X)
         if fitting:
             self._n_bow = bow.shape[1]
         return bow
@@ -438,7 +439,7 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         tfidf = None
         if kind == "text" and self.vectorizer_ is not None and self.vectorizer_ is getattr(
                 self.estimator_, "vectorizer_", None):  # the base's own TF-IDF: one pass serves both models
-            tfidf = self.vectorizer_.transform(Xc)
+            tfidf = tfidf_transform(self.vectorizer_, Xc)
         idx, p, emb = base_candidates(self.estimator_, Xc if kind == "features" else X, n_candidates,
                                       embeddings=self.embedding_weight > 0, tfidf=tfidf, **base_params)
         bow = tfidf if tfidf is not None else self._bow(kind, Xc, fitting=False)

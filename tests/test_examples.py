@@ -166,3 +166,13 @@ def test_speed_tables_give_ratios_to_pecos_and_the_profile_apart():
     profile = bench.profile_table(rows)
     assert profile["rows"] == [{"model": "ELIAS, TF-IDF", "label scores": 0.5, "whole query": 1.5}]
     assert [c[0] for c in profile["columns"]] == ["model", "label scores", "whole query"]
+
+
+def test_speed_profile_finds_every_component_of_a_raw_text_query(elias_base, cooking):
+    bench = importlib.import_module("examples.benchmarks.bench_speed")
+    texts, _ = cooking
+    profile = bench.profile_queries(elias_base, [[t] for t in texts[1200:1210]])
+    for part in ("vectorize (TF-IDF)", "encoder φ", "shortlist (Eq. 6)", "label scores", "whole query"):
+        assert profile[part] > 0, part  # each named step is found where the library now spends it
+    parts = [v for k, v in profile.items() if k != "whole query" and not k.startswith("other")]
+    assert profile["whole query"] >= sum(parts)  # the components are outermost calls: none counted twice

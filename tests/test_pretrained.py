@@ -224,6 +224,69 @@ def test_onnx_runtime_backend_gives_torch_embeddings(tiny_bert, cooking, pooling
         PretrainedTextEmbedder(tiny_bert, backend="tensorrt")
 
 
+def test_onnx_int8_backend_is_quantised_and_close_to_float32(tiny_bert, cooking):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    texts, _ = cooking
+    fp32 = PretrainedTextEmbedder(tiny_bert, backend="onnx", batch_size=16)
+    int8 = PretrainedTextEmbedder(tiny_bert, backend="onnx-int8", batch_size=16)
+    assert int8.backend == "onnx-int8" and len(int8._onnx) < 0.5 * len(fp32._onnx)  # int8 weights stored
+    a, b = fp32.embed(texts[:100]), int8.embed(texts[:100])
+    cos = (a * b).sum(1)
+    assert cos.min() > 0.97, cos.min()
+    assert np.abs(a - b).max() > 1e-4  # quantised, not the float32 model again
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    again = pickle.loads(pickle.dumps(int8))
+    np.testing.assert_allclose(again.embed(texts[:16]), int8.embed(texts[:16]), atol=1e-6)  # the same batches
+    # activations are quantised per batch: a text's embedding moves slightly with its batch-mates
+    np.testing.assert_allclose(again.embed(texts[:5]), b[:5], atol=2e-3)
+
+
+def test_hybrid_int8_embeddings_are_cached_apart_from_float32(tiny_bert, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from skelias.pretrained import PretrainedTextEmbedder
+
+    texts, labels = load_cooking_stackexchange("train")
+    seen = []
+    orig = PretrainedTextEmbedder.embed
+    monkeypatch.setattr(PretrainedTextEmbedder, "embed", lambda self, t: seen.append(self.backend) or orig(self, t))
+    params = dict(pretrained_model=tiny_bert, pretrained_max_length=16, embed_dim=16, n_epochs_stage1=1,
+                  n_epochs_stage2=0, max_leaf_size=50, memory=str(tmp_path), random_state=0)
+    ELIASClassifier(**params).fit(texts[:200], labels[:200])
+    q = ELIASClassifier(pretrained_backend="onnx-int8", **params).fit(texts[:200], labels[:200])
+    assert "onnx-int8" in seen  # the float32 entries were not reused
+    uncached = ELIASClassifier(pretrained_backend="onnx-int8", **{**params, "memory": None}).fit(texts[:200],
+                                                                                                 labels[:200])
+    np.testing.assert_array_equal(q.predict_topk(texts[:20], 3)[0], uncached.predict_topk(texts[:20], 3)[0])
+
+
+def test_auto_backend_is_int8_where_onnx_runtime_is_and_predictions_follow_the_fit(tiny_bert, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from skelias import pretrained
+
+    texts, labels = load_cooking_stackexchange("train")
+    params = dict(pretrained_model=tiny_bert, pretrained_max_length=16, embed_dim=16, n_epochs_stage1=1,
+                  n_epochs_stage2=0, max_leaf_size=50, random_state=0)
+    auto = ELIASClassifier(**params).fit(texts[:200], labels[:200])
+    named = ELIASClassifier(pretrained_backend="onnx-int8", **params).fit(texts[:200], labels[:200])
+    assert auto.pretrained_backend_ == named.pretrained_backend_ == "onnx-int8"
+    ref_idx, ref_scores = auto.predict_topk(texts[:20], 3)
+    np.testing.assert_array_equal(ref_idx, named.predict_topk(texts[:20], 3)[0])
+    assert ELIASClassifier(pretrained_backend="onnx", **params).fit(texts[:50], labels[:50]).pretrained_backend_ == "onnx"
+
+    # loaded where ONNX Runtime is missing: float32 embeddings, with a warning, nearly the same scores
+    monkeypatch.setattr(pretrained, "onnx_runtime_available", lambda: False)
+    moved = pickle.loads(pickle.dumps(auto))
+    with pytest.warns(UserWarning, match="fitted on int8 embeddings"):
+        _, scores = moved.predict_topk(texts[:20], 3)
+    assert moved._embedder.backend in ("onnx", "torch")  # float32
+    np.testing.assert_allclose(scores, ref_scores, atol=0.05)
+    fitted_there = ELIASClassifier(**params).fit(texts[:50], labels[:50])
+    assert fitted_there.pretrained_backend_ == "torch"
+
+
 @pytest.mark.parametrize("pooling", ["mean", "cls"])
 def test_distilled_token_vectors_are_the_transformers_one_token_embeddings(tiny_bert, pooling):
     from skelias.pretrained import distill_token_table, load_tokenizer

@@ -51,3 +51,24 @@ def test_estimators_fit_the_rule_and_respect_a_given_vectorizer(make):
 
     given = make().set_params(vectorizer=TfidfVectorizer()).fit(SHORT, y)
     assert given.vectorizer_.analyzer == "word"
+
+
+@pytest.mark.parametrize("settings", [dict(), dict(sublinear_tf=True, dtype=np.float32), dict(norm="l1", use_idf=False),
+                                      dict(norm=None, analyzer="char_wb", ngram_range=(3, 5)), dict(smooth_idf=False, sublinear_tf=True, ngram_range=(1, 2))])
+def test_tfidf_transform_equals_the_vectorizers_own(cooking, settings):
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+
+    from skelias._validation import tfidf_transform
+
+    texts, _ = cooking
+    vec = TfidfVectorizer(min_df=2, **settings).fit(texts[:1000])
+    for batch in (texts[1000:1001], texts[1000:1400], ["", "zzzz qqqq"]):
+        ref, fast = vec.transform(batch), tfidf_transform(vec, batch)
+        assert type(fast) is type(ref) and fast.dtype == ref.dtype
+        np.testing.assert_array_equal(fast.indptr, ref.indptr)
+        np.testing.assert_array_equal(fast.indices, ref.indices)
+        np.testing.assert_array_equal(fast.data, ref.data)  # bit for bit
+    counts = CountVectorizer().fit(texts[:100])  # any other vectorizer: its own transform
+    assert (tfidf_transform(counts, texts[:3]) != counts.transform(texts[:3])).nnz == 0
+    with pytest.raises(Exception, match="not fitted"):
+        tfidf_transform(TfidfVectorizer(), texts[:3])

@@ -47,10 +47,10 @@ def _components():
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.tree import DecisionTreeClassifier
 
-    from skelias import _base, _network, encoders, index, pretrained, rerank
+    from skelias import _base, _network, _validation, encoders, index, pretrained, rerank
 
-    return {
-        "vectorize (TF-IDF)": [TfidfVectorizer.transform],
+    return {  # tfidf_transform is skelias's path for a TfidfVectorizer, which it calls only for other vectorizers
+        "vectorize (TF-IDF)": [_validation.tfidf_transform, TfidfVectorizer.transform],
         "pretrained encoder": [pretrained.PretrainedTextEmbedder.embed, pretrained.StaticTextEmbedder.embed],
         "encoder φ": [encoders.SparseBagEncoder.forward, encoders.HybridEncoder.forward,
                       encoders.DenseMLPEncoder.forward],

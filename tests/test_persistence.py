@@ -184,6 +184,7 @@ def test_hybrid_model_needs_nothing_outside_its_directory_or_pickle(tiny_bert, c
     shutil.rmtree(checkpoint)
     assert (path / "pretrained" / "0" / "config.json").is_file()
     for loaded in (skelias.load(path, device="cpu"), joblib.load(tmp_path / "model.joblib")):
+        assert loaded.pretrained_backend_ == clf.pretrained_backend_  # embeds as it was fitted (int8 or float32)
         labels_, scores = loaded.predict_topk(texts[400:440], 5)
         np.testing.assert_array_equal(labels_, expected[0])
         np.testing.assert_allclose(scores, expected[1], rtol=1e-6)

@@ -52,6 +52,7 @@ def main(argv=None):
             ax.scatter(x, p1, s=20 + 2 * mb, alpha=0.6)
             ax.annotate(label, (x, p1), fontsize=6.5, xytext=(4, 3), textcoords="offset points")
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))  # labels within one decade too
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xlabel(xlabel)

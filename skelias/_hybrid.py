@@ -86,10 +86,14 @@ class PretrainedHalfMixin:
 
         int8 embeddings for a model fitted on them (float32 when ONNX Runtime is missing here, with a
         warning); float32 otherwise, on ONNX Runtime when available (``"auto"``) unless a backend was
-        named. A static student's teacher and a model saved without ``pretrained_backend_`` use float32.
+        named. A static student's teacher, a model on an accelerator and a model saved without
+        ``pretrained_backend_`` use float32 (torch on the accelerator).
         """
         from .pretrained import onnx_runtime_available
 
+        net = getattr(self, "network_", None)
+        if net is not None and next(net.parameters()).device.type != "cpu":
+            return "auto"  # an accelerator embeds with torch
         fitted = getattr(self, "pretrained_backend_", None)
         if fitted == "onnx-int8":
             if onnx_runtime_available():

@@ -231,7 +231,7 @@ def tfidf_transform(vectorizer, texts):
     """``vectorizer.transform(texts)``; for a fitted ``TfidfVectorizer`` the same matrix without its checks.
 
     scikit-learn's ``TfidfTransformer.transform`` validates the count matrix it has just built and
-    ``normalize`` validates it again (≈ 0.3 ms a call, a sixth of a single query); here the counts
+    ``normalize`` validates it again (a large part of a single query's vectorising); here the counts
     (``CountVectorizer.transform``) are weighted with the same operations in the same order: sublinear
     tf, idf, then scikit-learn's own in-place row normalisation. Other vectorizers are called as they are.
     """

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ._inputs import TextRows
-from .pretrained import POOLINGS, load_pretrained, pool
+from .pretrained import POOLINGS, load_pretrained, pool, tokenize
 
 __all__ = ["DenseMLPEncoder", "HybridEncoder", "RowSparseEmbeddingBag", "SparseBagEncoder", "TransformerEncoder"]
 
@@ -251,8 +251,7 @@ class TransformerEncoder(nn.Module):
     def make_batch(self, X, device):
         """Tokenised texts (padded, truncated to ``max_length``) of a :class:`~skelias._inputs.TextRows` or list."""
         texts = X.texts if isinstance(X, TextRows) else list(X)
-        return self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                              return_tensors="pt").to(device)
+        return tokenize(self.tokenizer, texts, self.max_length, return_tensors="pt").to(device)
 
     def forward(self, batch):
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=batch["input_ids"].is_cuda):

@@ -11,6 +11,7 @@ from it (:func:`distill_token_table`, :func:`token_idf`, :func:`fit_token_table`
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import os
@@ -27,7 +28,7 @@ from ._logging import logger
 
 __all__ = ["EmbeddingCache", "PretrainedFiles", "PretrainedTextEmbedder", "StaticTextEmbedder", "distill_token_table",
            "export_pretrained", "fit_token_table", "load_pretrained", "load_tokenizer", "materialize_pretrained", "model_pooling", "pool",
-           "resolve_pretrained_path", "token_idf"]
+           "resolve_pretrained_path", "token_idf", "tokenize"]
 
 _MINILM_ALIASES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "minilm"}
 
@@ -178,6 +179,69 @@ def materialize_pretrained(files):
     return str(target)
 
 
+#: a text longer than this many characters per token of ``max_length`` is tokenised from its leading words first
+PREFIX_CHARS_PER_TOKEN = 8
+
+
+def _leading_words(text, n_chars):
+    """``text`` cut at the last space before ``n_chars`` (the text itself when shorter or without a space)."""
+    if len(text) <= n_chars:
+        return text
+    cut = text.rfind(" ", 0, n_chars)
+    return text[:cut] if cut > 0 else text
+
+
+def tokenize(tokenizer, texts, max_length, return_tensors="np"):
+    """``tokenizer(texts, padding=True, truncation=True, max_length=max_length)``, reading only what it keeps.
+
+    Truncation keeps a text's first tokens, so a long text (an abstract of thousands of characters, of which
+    64 tokens are kept) is tokenised from its leading words, cut at a space after
+    ``PREFIX_CHARS_PER_TOKEN · max_length`` characters. Where those words hold ``max_length`` tokens, their
+    first tokens are the whole text's (a word's tokens do not depend on the words after it); a text whose
+    leading words fall short is tokenised whole. Tokenizers that truncate on the left get the whole texts.
+
+    Parameters
+    ----------
+    tokenizer : transformers tokenizer
+    texts : list of str
+    max_length : int
+        Tokens per text, special tokens included.
+    return_tensors : {"np", "pt"}, default="np"
+
+    Returns
+    -------
+    BatchEncoding
+        The same ``input_ids``, ``attention_mask`` (and ``token_type_ids``) as the plain call.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from transformers import BertTokenizerFast
+    >>> from skelias.pretrained import tokenize
+    >>> vocab = os.path.join(tempfile.mkdtemp(), "vocab.txt")
+    >>> _ = open(vocab, "w").write("\\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "rye", "bread"]))
+    >>> tok = BertTokenizerFast(vocab)
+    >>> texts = ["rye bread " * 500, "rye"]
+    >>> fast = tokenize(tok, texts, max_length=8)
+    >>> plain = tok(texts, padding=True, truncation=True, max_length=8, return_tensors="np")
+    >>> bool((fast["input_ids"] == plain["input_ids"]).all()), fast["input_ids"].shape
+    (True, (2, 8))
+    """
+    kwargs = dict(padding=True, truncation=True, max_length=max_length, return_tensors=return_tensors)
+    if getattr(tokenizer, "truncation_side", "right") != "right":
+        return tokenizer(list(texts), **kwargs)
+    texts = list(texts)
+    lead = [_leading_words(t, PREFIX_CHARS_PER_TOKEN * max_length) for t in texts]
+    enc = tokenizer(lead, **kwargs)
+    n_tokens = np.asarray(enc["attention_mask"]).sum(axis=1)
+    short = [i for i, (a, b) in enumerate(zip(lead, texts)) if a is not b and n_tokens[i] < max_length]
+    if short:  # those leading words did not fill max_length: tokenise these texts whole
+        for i in short:
+            lead[i] = texts[i]
+        enc = tokenizer(lead, **kwargs)
+    return enc
+
+
 def pool(hidden, attention_mask, pooling):
     """Sentence vectors (N, h) from token states (N, T, h): the CLS token or the mask-weighted mean."""
     if pooling == "cls":
@@ -251,8 +315,7 @@ class PretrainedTextEmbedder:
             if self._onnx is not None:
                 out[idx] = self._embed_onnx(batch)
                 continue
-            enc = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length,
-                                 return_tensors="pt").to(self.device)
+            enc = tokenize(self.tokenizer, batch, self.max_length, return_tensors="pt").to(self.device)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
                 hidden = self.model(**enc).last_hidden_state.float()
             pooled = pool(hidden, enc["attention_mask"], self.pooling)
@@ -260,18 +323,21 @@ class PretrainedTextEmbedder:
         return out
 
     def _session(self):
-        """An ONNX Runtime session with as many threads as torch uses now (one per thread count)."""
+        """An ONNX Runtime session with as many threads as torch uses now (one per thread count), not spinning."""
         import onnxruntime as ort
 
         threads = torch.get_num_threads()
         if threads not in self._sessions:
             opts = ort.SessionOptions()
             opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+            # idle worker threads sleep instead of spinning: a spinning worker competes with torch's threads for
+            # the cores in the ELIAS forward that follows each embedding
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self._sessions[threads] = ort.InferenceSession(self._onnx, opts, providers=["CPUExecutionProvider"])
         return self._sessions[threads]
 
     def _embed_onnx(self, batch):
-        enc = self.tokenizer(batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
+        enc = tokenize(self.tokenizer, batch, self.max_length)
         session = self._session()
         feeds = {i.name: enc[i.name].astype(np.int64) for i in session.get_inputs()}
         hidden = torch.from_numpy(session.run(None, feeds)[0])
@@ -583,9 +649,15 @@ def onnx_runtime_available():
     >>> onnx_runtime_available() in (True, False)
     True
     """
+    return _importable("onnxruntime") and _importable("onnx")
+
+
+@functools.cache
+def _importable(name):
+    """Whether module ``name`` can be imported (looked up once per process: the search walks ``sys.path``)."""
     import importlib.util
 
-    return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx"))
+    return importlib.util.find_spec(name) is not None
 
 
 def quantize_onnx(onnx_bytes):

@@ -162,10 +162,30 @@ def test_speed_tables_give_ratios_to_pecos_and_the_profile_apart():
     table = bench.speed_table(rows)
     skelias_row = table["rows"][1]
     assert skelias_row["fit_x"] == 5.0 and skelias_row["p50_x"] == 1.5 and skelias_row["P@1"] == 50.0
+    assert skelias_row["pecos_p50_ms"] == 1.0  # no interleaved measurement: PECOS's own row
     assert "profile_ms" not in skelias_row
+    paired = bench.speed_table([rows[0], {**rows[1], "pecos_p50_ms": 0.75, "pecos_p99_ms": 2.0,
+                                          "pecos_batch_s": 4.0}])["rows"][1]
+    assert paired["p50_x"] == 2.0 and paired["p99_x"] == 1.5 and paired["pecos_p50_ms"] == 0.75
+    assert paired["batch_x"] == 0.5 and paired["pecos_batch_s"] == 4.0
+    assert paired["fit_x"] == 5.0  # the fit is not measured twice
     profile = bench.profile_table(rows)
     assert profile["rows"] == [{"model": "ELIAS, TF-IDF", "label scores": 0.5, "whole query": 1.5}]
     assert [c[0] for c in profile["columns"]] == ["model", "label scores", "whole query"]
+
+
+def test_speed_latencies_interleave_the_peer_on_the_same_queries():
+    bench = importlib.import_module("examples.benchmarks.bench_speed")
+    calls = []
+
+    class Model:
+        def predict_topk(self, q, k):
+            calls.append(("model", q))
+
+    lat, peer_lat = bench.latencies(Model(), ["a", "b", "c"], peer=lambda i: calls.append(("peer", i)))
+    assert calls[-6:] == [("model", "a"), ("peer", 0), ("model", "b"), ("peer", 1), ("model", "c"), ("peer", 2)]
+    assert lat.shape == peer_lat.shape == (3,)
+    assert bench.latencies(Model(), ["a"]).shape == (1,)  # no peer: the model's seconds only
 
 
 def test_speed_profile_finds_every_component_of_a_raw_text_query(elias_base, cooking):

@@ -220,6 +220,9 @@ def test_onnx_runtime_backend_gives_torch_embeddings(tiny_bert, cooking, pooling
         torch.set_num_threads(threads)
     again = pickle.loads(pickle.dumps(fast))
     np.testing.assert_allclose(again.embed(texts[:5]), ref.embed(texts[:5]), atol=2e-5)
+    # idle ONNX Runtime workers sleep rather than spin beside torch's threads
+    options = fast._session().get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
     with pytest.raises(ValueError, match="backend must be one of"):
         PretrainedTextEmbedder(tiny_bert, backend="tensorrt")
 
@@ -382,3 +385,23 @@ def test_hybrid_elias_with_the_static_student(tiny_bert, tmp_path, cooking, monk
     for params in ({"encoder": "transformer", "pretrained_model": tiny_bert}, {}):
         with pytest.raises(ValueError, match="static student: it needs"):
             ELIASClassifier(pretrained_backend="static", **params).fit(texts[:50], labels[:50])
+
+
+def test_tokenize_equals_the_plain_call_on_whole_texts(tiny_bert, cooking):
+    from skelias.pretrained import load_tokenizer, tokenize
+
+    texts, _ = cooking
+    tok = load_tokenizer(tiny_bert)
+    long = " ".join(texts[:40])  # hundreds of words: tokenised from its leading words
+    few_tokens = "x" * 300 + " " + "y" * 300 + " bread dough"  # long, but its leading words hold one [UNK] each
+    no_space = "z" * 1000
+    batch = [texts[0], long, few_tokens, no_space, long[:130], long[:129] + " flour"]
+    for max_length in (8, 16, 64):
+        plain = tok(batch, padding=True, truncation=True, max_length=max_length, return_tensors="np")
+        fast = tokenize(tok, batch, max_length)
+        assert set(fast) == set(plain)
+        for key in plain:
+            np.testing.assert_array_equal(fast[key], plain[key])
+    tok.truncation_side = "left"  # keeps the last tokens: the whole texts are read
+    plain = tok(batch, padding=True, truncation=True, max_length=16, return_tensors="np")
+    np.testing.assert_array_equal(tokenize(tok, batch, 16)["input_ids"], plain["input_ids"])

@@ -16,8 +16,11 @@ Columns: *fit s*; *batch s*: top-100 of the whole test set with 2 threads (hybri
 *p50/p99 ms*: single queries, ``predict_topk(x, 10)`` on one thread over ``--n-queries`` test rows, features
 given (the TF-IDF row; the hybrid's query embedding is computed, the MiniLM forward included); *MiB*: the saved
 model (skelias: ``skelias.save`` directory; PECOS: its model folder); *P@1* in the union label space. Each
-skelias figure is also given as a ratio to PECOS's. ``--profile`` adds the per-component split of a single
-query (cProfile, cumulative ms per query), written with ``--out OUT.json`` to ``OUT_profile.json``.
+skelias figure is also given as a ratio to PECOS's; for the latencies PECOS answers the same queries again,
+each right after the skelias row's (*PECOS p50 ms, same queries*), and its batch runs again just before the
+row's (*PECOS batch s, beside*), so that a machine whose speed drifts during the run slows both sides of a
+ratio alike. ``--profile`` adds the per-component split of a single query (cProfile on one thread, cumulative
+ms per query), written with ``--out OUT.json`` to ``OUT_profile.json``.
 """
 
 import argparse
@@ -65,12 +68,18 @@ def _components():
 
 
 def profile_queries(model, queries):
-    """Cumulative ms per query of each component (cProfile over ``queries``); "other" is the rest."""
+    """Cumulative ms per query of each component (cProfile over ``queries``, one torch thread as for the
+    latencies); "other" is the rest."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     prof = cProfile.Profile()
-    prof.enable()
-    for q in queries:
-        model.predict_topk(q, 10)
-    prof.disable()
+    try:
+        prof.enable()
+        for q in queries:
+            model.predict_topk(q, 10)
+        prof.disable()
+    finally:
+        torch.set_num_threads(threads)
     stats = pstats.Stats(prof).stats
     out = {}
     for name, funcs in _components().items():
@@ -82,21 +91,50 @@ def profile_queries(model, queries):
     return out
 
 
-def latencies(model, queries):
-    """Seconds of ``predict_topk(query, 10)`` per query, one torch thread."""
+def latencies(model, queries, peer=None):
+    """Seconds of ``predict_topk(query, 10)`` per query, one torch thread.
+
+    With ``peer`` (a callable of the query's position, e.g. :class:`PecosQueries`), the peer answers the same
+    query right after each of the model's, and the peer's seconds are returned too: both series see the same
+    machine state, so their ratio does not move with the speed of a shared machine during a long run.
+    """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for q in queries[:20]:  # warm-up
+        for i, q in enumerate(queries[:20]):  # warm-up
             model.predict_topk(q, 10)
-        out = []
-        for q in queries:
+            if peer is not None:
+                peer(i)
+        out, peer_out = [], []
+        for i, q in enumerate(queries):
             t0 = time.perf_counter()
             model.predict_topk(q, 10)
             out.append(time.perf_counter() - t0)
-        return np.asarray(out)
+            if peer is not None:
+                t0 = time.perf_counter()
+                peer(i)
+                peer_out.append(time.perf_counter() - t0)
+        return np.asarray(out) if peer is None else (np.asarray(out), np.asarray(peer_out))
     finally:
         torch.set_num_threads(threads)
+
+
+class PecosQueries:
+    """PECOS's single-query top-10 of the i-th test row, one thread (a saved model loaded for prediction)."""
+
+    def __init__(self, path, Xte):
+        from pecos.xmc.xlinear.model import XLinearModel
+
+        self.model, self.Xte = XLinearModel.load(path, is_predict_only=True), Xte
+
+    def __call__(self, i):
+        return self.model.predict(self.Xte[i], only_topk=10, threads=1)
+
+    def batch_seconds(self, k=100):
+        """Seconds of the top-``k`` of every test row, 2 threads (the batch column's setting)."""
+        t0 = time.perf_counter()
+        self.model.predict(self.Xte, only_topk=k, threads=2)
+        return time.perf_counter() - t0
 
 
 def saved_mib(model):
@@ -104,17 +142,20 @@ def saved_mib(model):
         return dir_size(skelias.save(model, os.path.join(tmp, "m"))) / 2**20
 
 
-def pecos_row(Xtr, Ytr, Xte, n_queries):
-    """PECOS XR-Linear with its defaults, as the peer benchmark runs it (bench_peers.run_pecos)."""
+def pecos_row(Xtr, Ytr, Xte, n_queries, workdir=None):
+    """PECOS XR-Linear with its defaults, as the peer benchmark runs it (bench_peers.run_pecos).
+
+    The model is saved under ``workdir`` (as ``pecos``) when one is given, else in a directory removed after.
+    """
     with tempfile.TemporaryDirectory() as tmp:
-        P, fit_s, batch_s, lat, size = run_pecos(Xtr, Ytr, Xte, 100, tmp, n_queries)
+        P, fit_s, batch_s, lat, size = run_pecos(Xtr, Ytr, Xte, 100, workdir or tmp, n_queries)
     return P, {"fit_s": fit_s, "batch_s": batch_s, "p50_ms": 1000 * np.median(lat),
                "p99_ms": 1000 * np.percentile(lat, 99), "model_mb": size / 2**20}
 
 
-def pecos_result(Xtr, Ytr, Xte, n_queries, classes, ytr, yte, metric_keys=("P@1", "R@100", "PSP@5")):
+def pecos_result(Xtr, Ytr, Xte, n_queries, classes, ytr, yte, metric_keys=("P@1", "R@100", "PSP@5"), workdir=None):
     """PECOS's speed figures (:func:`pecos_row`) with its metrics in the union label space."""
-    P, row = pecos_row(Xtr, Ytr, Xte, n_queries)
+    P, row = pecos_row(Xtr, Ytr, Xte, n_queries, workdir)
     idx, scores = top_k(P, min(100, P.shape[1]))
     m = union_metrics(classes, idx, scores, ytr, yte)
     return {**row, **{k: m[k] for k in metric_keys}}
@@ -123,9 +164,10 @@ def pecos_result(Xtr, Ytr, Xte, n_queries, classes, ytr, yte, metric_keys=("P@1"
 def speed_table(rows):
     """The run as a results file for :mod:`examples.benchmarks.tables` (columns, then rows with ratios to PECOS)."""
     columns = [["model", "model", "{}"], ["fit_s", "fit s", "{:.0f}"], ["fit_x", "× PECOS", "{:.1f}"],
-               ["batch_s", "batch top-100 s", "{:.2f}"], ["batch_x", "× PECOS", "{:.2f}"],
-               ["p50_ms", "p50 ms", "{:.2f}"], ["p50_x", "× PECOS", "{:.2f}"], ["p99_ms", "p99 ms", "{:.2f}"],
-               ["p99_x", "× PECOS", "{:.2f}"], ["model_mb", "MiB", "{:.1f}"], ["mb_x", "× PECOS", "{:.1f}"],
+               ["batch_s", "batch top-100 s", "{:.2f}"], ["pecos_batch_s", "PECOS batch s, beside", "{:.2f}"],
+               ["batch_x", "× PECOS", "{:.2f}"],
+               ["p50_ms", "p50 ms", "{:.2f}"], ["pecos_p50_ms", "PECOS p50 ms, same queries", "{:.2f}"],
+               ["p50_x", "× PECOS", "{:.2f}"], ["p99_ms", "p99 ms", "{:.2f}"], ["p99_x", "× PECOS", "{:.2f}"], ["model_mb", "MiB", "{:.1f}"], ["mb_x", "× PECOS", "{:.1f}"],
                ["P@1", "P@1 %", "{:.2f}"], ["PSP@5", "PSP@5 %", "{:.2f}"], ["R@100", "R@100 %", "{:.2f}"]]
     pecos = next((r for r in rows if r["model"] == "PECOS XR-Linear"), None)
     out = []
@@ -133,8 +175,12 @@ def speed_table(rows):
         row = {k: r[k] for k in ("model", "fit_s", "batch_s", "p50_ms", "p99_ms", "model_mb")}
         row.update({m: 100 * r[m] for m in ("P@1", "PSP@5", "R@100")})
         if pecos:
-            row.update({x: r[k] / pecos[k] for x, k in (("fit_x", "fit_s"), ("batch_x", "batch_s"), ("p50_x", "p50_ms"),
-                                                        ("p99_x", "p99_ms"), ("mb_x", "model_mb"))})
+            # latency and batch: against PECOS measured beside this row, where it was
+            row["pecos_p50_ms"] = r.get("pecos_p50_ms", pecos["p50_ms"])
+            row["pecos_batch_s"] = r.get("pecos_batch_s", pecos["batch_s"])
+            row.update({x: r[k] / r.get(f"pecos_{k}", pecos[k]) for x, k in (
+                ("fit_x", "fit_s"), ("batch_x", "batch_s"), ("p50_x", "p50_ms"), ("p99_x", "p99_ms"),
+                ("mb_x", "model_mb"))})
         out.append(row)
     return {"columns": columns, "rows": out}
 
@@ -175,11 +221,14 @@ def main():
     val, fit = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     n_q = min(args.n_queries, len(te))
     rows = []
+    pecos_dir = tempfile.TemporaryDirectory()  # PECOS's saved model, to answer queries beside each row's
+    peer = None
 
     def record(name, model, fit_s, X_batch, queries, uncached=None):
         torch.set_num_threads(2)
         if uncached is not None:  # batch figures with cached embeddings: embed the test texts first
             uncached._embed(X_batch)
+        pecos_batch_s = peer.batch_seconds() if peer is not None else None  # PECOS's batch just before
         t0 = time.perf_counter()
         names, scores = model.predict_topk(X_batch, 100)
         batch_s = time.perf_counter() - t0
@@ -188,10 +237,15 @@ def main():
         memory = None
         if uncached is not None:  # single queries embed their text: no embedding-cache hits
             memory, uncached.memory = uncached.memory, None
-        lat = latencies(model, queries)
+        lat = latencies(model, queries, peer)
+        if peer is not None:
+            lat, peer_lat = lat
         row = {"model": name, "fit_s": fit_s, "batch_s": batch_s, "p50_ms": 1000 * np.median(lat),
                "p99_ms": 1000 * np.percentile(lat, 99), "model_mb": saved_mib(model), "P@1": m["P@1"],
                "R@100": m["R@100"], "PSP@5": m["PSP@5"]}
+        if peer is not None:  # PECOS on the same queries, interleaved with this row's, and its batch just before
+            row.update(pecos_p50_ms=1000 * np.median(peer_lat), pecos_p99_ms=1000 * np.percentile(peer_lat, 99),
+                       pecos_batch_s=pecos_batch_s)
         if args.profile:
             row["profile_ms"] = profile_queries(model, queries[:200])
         if uncached is not None:
@@ -200,8 +254,10 @@ def main():
         print(json.dumps(row), flush=True)
 
     if not args.skip_pecos:
-        rows.append({"model": "PECOS XR-Linear", **pecos_result(Xtr, Ytr, Xte, n_q, li.classes_, ytr, yte)})
+        rows.append({"model": "PECOS XR-Linear", **pecos_result(Xtr, Ytr, Xte, n_q, li.classes_, ytr, yte,
+                                                                workdir=pecos_dir.name)})
         print(json.dumps(rows[-1]), flush=True)
+        peer = PecosQueries(os.path.join(pecos_dir.name, "pecos"), Xte)
 
     params = {"random_state": 0, **parse_params(args.set)}
     fit_y = [ytr[i] for i in fit]
@@ -240,7 +296,8 @@ def main():
     pecos = next((r for r in rows if r["model"] == "PECOS XR-Linear"), None)
     if pecos:
         for r in rows:
-            r["ratio_to_pecos"] = {k: r[k] / pecos[k] for k in ("fit_s", "batch_s", "p50_ms", "p99_ms", "model_mb")}
+            r["ratio_to_pecos"] = {k: r[k] / r.get(f"pecos_{k}", pecos[k])
+                                   for k in ("fit_s", "batch_s", "p50_ms", "p99_ms", "model_mb")}
     print("| model | fit s | batch s | p50 ms | p99 ms | MiB | P@1 |" + (" ratios to PECOS (fit, batch, p50, p99, MiB) |"
                                                                     if pecos else ""))
     print("|---|---|---|---|---|---|---|" + ("---|" if pecos else ""))
@@ -257,6 +314,7 @@ def main():
         if args.profile:  # OUT_profile.json beside OUT.json
             with open(os.path.splitext(args.out)[0] + "_profile.json", "w") as fh:
                 json.dump(profile_table(rows), fh, indent=1)
+    pecos_dir.cleanup()
 
 
 if __name__ == "__main__":

@@ -41,7 +41,8 @@ _MANIFEST, _MODEL, _ARRAYS, _TENSORS, _CARD = "manifest.json", "model.json", "ar
 #: classes that a model file may instantiate (module, qualified name)
 _ALLOWED = {
     ("skelias.elias", "ELIASClassifier"), ("skelias.rerank", "SparseReranker"),
-    ("skelias.calibration", "ScoreCalibrator"), ("skelias.ensemble", "TopKEnsemble"),
+    ("skelias.calibration", "ScoreCalibrator"), ("skelias.calibration", "BoostedTrees"),
+    ("skelias.ensemble", "TopKEnsemble"),
     ("skelias.neighbors", "KNNLabelClassifier"), ("skelias._labels", "LabelIndexer"),
     ("skelias.xr_linear", "XRLinearClassifier"),
     ("skelias.cluster", "LabelTree"),

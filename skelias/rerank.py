@@ -40,7 +40,8 @@ from ._validation import (
     topk_to_indicator,
 )
 
-__all__ = ["SparseReranker", "auto_C", "auto_n_candidates", "pair_margins", "ranker_features", "transform_margins"]
+__all__ = ["SparseReranker", "auto_C", "auto_n_candidates", "auto_weight_threshold", "pair_margins", "ranker_features",
+           "transform_margins"]
 
 SCORE_TRANSFORMS = ("auto", "sigmoid", "l3-hinge")
 
@@ -102,6 +103,35 @@ def auto_C(Y, candidates):
     if not used.size:
         return 1.0
     return float(min(1.0, _AUTO_C_ROWS / used.mean()))
+
+
+#: ``weight_threshold="auto"``: the pruning threshold at C = 1 (PECOS's), scaled with C
+_AUTO_WEIGHT_THRESHOLD_AT_C1 = 0.1
+
+
+def auto_weight_threshold(C):
+    """``weight_threshold="auto"``: ``0.1 · C``, PECOS's threshold at its C = 1, scaled with the C the classifiers use.
+
+    A classifier's weights shrink as C falls (the regulariser weighs more), so PECOS's fixed
+    threshold prunes more of what a classifier learned at a smaller C; the scaled threshold does
+    not. The model is larger at a small C than with the fixed threshold (``docs/design.md``).
+
+    Parameters
+    ----------
+    C : float
+        LIBLINEAR's C of the label classifiers.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> from skelias.rerank import auto_weight_threshold
+    >>> auto_weight_threshold(1.0), auto_weight_threshold(0.25)
+    (0.1, 0.025)
+    """
+    return _AUTO_WEIGHT_THRESHOLD_AT_C1 * float(C)
 
 
 #: ``n_candidates="auto"``: candidates per relevant label of an average training row, and the least taken
@@ -237,8 +267,10 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
     loss : {"squared_hinge", "logistic", "hinge"}, default="squared_hinge"
         ``"squared_hinge"``: L2-loss SVM, dual coordinate descent (PECOS's default);
         ``"logistic"``: the paper's Eq. 17 (primal trust-region Newton, reproducible).
-    weight_threshold : float, default=0.1
-        Weights with absolute value below it are dropped (model size; PECOS's default).
+    weight_threshold : float or "auto", default="auto"
+        Weights with absolute value below it are dropped (model size). ``"auto"``: 0.1 · C
+        (:func:`auto_weight_threshold`): PECOS's 0.1 at C = 1, scaled with the C used, since
+        the weights shrink with C. The value used is ``weight_threshold_``.
     bias : float, default=1.0
         Value of the bias feature appended to every row (LIBLINEAR ``-B``); < 0: no bias.
     tol : float, default=0.1
@@ -277,6 +309,8 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         Candidates per row (``n_candidates``, or its ``"auto"`` choice).
     C_ : float
         The C the classifiers were trained with (``C``, or its ``"auto"`` choice).
+    weight_threshold_ : float
+        The pruning threshold applied (``weight_threshold``, or its ``"auto"`` choice).
     classes_ : ndarray (n_labels,)
     label_frequency_ : ndarray (n_labels,) float32
         Training positives of each label (the base model's when it records them).
@@ -302,7 +336,7 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         "n_candidates": [positive_int, StrOptions({"auto"})],
         "C": [positive_real, StrOptions({"auto"})],
         "loss": [StrOptions(set(LOSSES))],
-        "weight_threshold": [non_negative_real],
+        "weight_threshold": [non_negative_real, StrOptions({"auto"})],
         "bias": [Interval(numbers.Real, None, None, closed="neither")],
         "tol": [positive_real],
         "score_transform": [StrOptions(set(SCORE_TRANSFORMS))],
@@ -314,8 +348,8 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         "verbose": ["verbose"],
     }
 
-    def __init__(self, estimator=None, n_candidates="auto", C="auto", loss="squared_hinge", weight_threshold=0.1, bias=1.0,
-                 tol=0.1, score_transform="auto", embedding_weight=0.0, vectorizer=None, k=5, n_jobs=None,
+    def __init__(self, estimator=None, n_candidates="auto", C="auto", loss="squared_hinge", weight_threshold="auto",
+                 bias=1.0, tol=0.1, score_transform="auto", embedding_weight=0.0, vectorizer=None, k=5, n_jobs=None,
                  random_state=None, verbose=0):
         store_params(self, locals())
 
@@ -400,9 +434,11 @@ class SparseReranker(TopKOutputMixin, MetaEstimatorMixin, BaseEstimator):
         self.fit_time_["candidates"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         self.C_ = auto_C(Y, cand) if self.C == "auto" else float(self.C)
+        self.weight_threshold_ = (auto_weight_threshold(self.C_) if self.weight_threshold == "auto"
+                                  else float(self.weight_threshold))
         self.coef_, self.intercept_ = train_label_classifiers(
             psi, Y, cand, C=self.C_, loss=self.loss, bias=self.bias, tol=self.tol,
-            weight_threshold=self.weight_threshold, n_dense=n_dense, n_jobs=self.n_jobs, random_state=self.random_state,
+            weight_threshold=self.weight_threshold_, n_dense=n_dense, n_jobs=self.n_jobs, random_state=self.random_state,
             verbose=bool(self.verbose),
         )
         self.fit_time_["ranker"] = time.perf_counter() - t0

@@ -23,6 +23,47 @@ def test_calibrator_final_score_is_tree_plus_pq(ranker, cooking):
     assert cal.classes_ is ranker.classes_
 
 
+def test_boosted_trees_equal_scikit_learns_and_rise_with_the_constrained_features():
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from skelias.calibration import BOOSTED_PARAMS, BoostedTrees
+
+    rng = np.random.RandomState(0)
+    X = rng.rand(5000, 3).astype(np.float32)
+    y = X[:, 0] * X[:, 1] + 0.3 * rng.rand(5000) - 0.2 * X[:, 2] > 0.3
+    ours = BoostedTrees([1, 1, 0], random_state=0).fit(X, y)
+    ref = HistGradientBoostingClassifier(**BOOSTED_PARAMS, monotonic_cst=[1, 1, 0], early_stopping=False,
+                                         random_state=0).fit(X, y)
+    Q = rng.rand(300, 3).astype(np.float32)
+    np.testing.assert_allclose(ours.predict_proba(Q), ref.predict_proba(Q)[:, 1], rtol=1e-12, atol=1e-12)
+    assert ours.n_trees_ == BOOSTED_PARAMS["max_iter"] and ours.depth_ <= BOOSTED_PARAMS["max_depth"]
+    for j in (0, 1):  # raising a constrained feature never lowers the probability
+        up = Q.copy()
+        up[:, j] = np.minimum(up[:, j] + 0.2, 1.0)
+        assert np.all(ours.predict_proba(up) >= ours.predict_proba(Q) - 1e-12)
+    const = BoostedTrees([1, 1, 0]).fit(X, np.zeros(5000, dtype=bool))
+    np.testing.assert_allclose(const.predict_proba(Q), 0.0, atol=1e-9)
+
+
+def test_boosted_calibrator_scores_and_saves(ranker, cooking, tmp_path):
+    import skelias
+    from skelias.calibration import BoostedTrees
+
+    texts, labels = cooking
+    cal = ScoreCalibrator(FrozenEstimator(ranker), model="boosted", random_state=0).fit(texts[1200:1400],
+                                                                                          labels[1200:1400])
+    assert isinstance(cal.tree_, BoostedTrees)
+    q = texts[1400:1450]
+    idx, p, qq = ranker.candidate_scores(q)
+    feats = np.stack([p, qq, p * qq, cal.label_frequency_[np.maximum(idx, 0)]], -1)
+    want = cal.tree_.predict_proba(feats.reshape(-1, 4)).reshape(p.shape) + p * qq
+    top = np.sort(np.where(idx >= 0, want, -np.inf), axis=1)[:, ::-1][:, :5]
+    np.testing.assert_allclose(cal._raw_topk(q, 5)[1], top, rtol=1e-5)
+    loaded = skelias.load(skelias.save(cal, tmp_path / "boosted"))
+    for a, b in zip(loaded.predict_topk(q, 5), cal.predict_topk(q, 5), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_calibrator_holds_out_a_seeded_split_and_reference_variant(cooking):
     texts, labels = cooking
     cal = ScoreCalibrator(SparseReranker(KNNLabelClassifier(), n_candidates=20), validation_size=0.25, refit=False,

@@ -10,7 +10,14 @@ from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import make_pipeline
 
 from skelias import ELIASClassifier, KNNLabelClassifier, SparseReranker, precision_at_k_scorer
-from skelias.rerank import auto_C, auto_n_candidates, pair_margins, ranker_features, transform_margins
+from skelias.rerank import (
+    auto_C,
+    auto_n_candidates,
+    auto_weight_threshold,
+    pair_margins,
+    ranker_features,
+    transform_margins,
+)
 
 
 def test_pair_margins_match_brute_force(monkeypatch):
@@ -112,7 +119,24 @@ def test_reranker_auto_C_trains_with_the_C_it_records(ranker, elias_base, cookin
     same = SparseReranker(FrozenEstimator(elias_base), n_candidates=20, C=large.C_, random_state=0)
     same.fit(texts[:1200], labels[:1200])
     np.testing.assert_array_equal(large.coef_.toarray(), same.coef_.toarray())
-    assert same.coef_.nnz < explicit.coef_.nnz  # stronger regularisation: fewer weights above the threshold
+    fixed = SparseReranker(FrozenEstimator(elias_base), n_candidates=20, C=large.C_, weight_threshold=0.1,
+                           random_state=0).fit(texts[:1200], labels[:1200])
+    assert fixed.coef_.nnz < explicit.coef_.nnz  # stronger regularisation: fewer weights above one threshold
+
+
+def test_auto_weight_threshold_is_pecos_threshold_scaled_with_C(elias_base, cooking):
+    texts, labels = cooking
+    assert auto_weight_threshold(1.0) == pytest.approx(0.1)  # PECOS's threshold at PECOS's C
+    fits = {}
+    for C, wt in [(0.25, "auto"), (0.25, 0.025), (0.25, 0.1), (1.0, "auto")]:
+        fits[C, wt] = SparseReranker(FrozenEstimator(elias_base), n_candidates=20, C=C, weight_threshold=wt,
+                                     random_state=0).fit(texts[:1200], labels[:1200])
+    auto = fits[0.25, "auto"]
+    assert auto.weight_threshold == "auto" and auto.weight_threshold_ == pytest.approx(0.025)
+    assert fits[1.0, "auto"].weight_threshold_ == pytest.approx(0.1)
+    np.testing.assert_array_equal(auto.coef_.toarray(), fits[0.25, 0.025].coef_.toarray())
+    assert np.abs(auto.coef_.data).min() >= 0.025
+    assert fits[0.25, 0.1].coef_.nnz < auto.coef_.nnz  # PECOS's fixed 0.1 prunes more of the smaller weights
 
 
 def test_auto_n_candidates_gives_ten_per_relevant_label_and_at_least_100():

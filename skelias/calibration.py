@@ -1,4 +1,4 @@
-"""ELIAS++'s score calibration (paper §3.5, App. D.2): a decision tree over (p, q, p·q, f_l)."""
+"""ELIAS++'s score calibration (paper §3.5, App. D.2): a decision tree (boosted trees for feature matrices) over (p, q, p·q, f_l)."""
 
 from __future__ import annotations
 
@@ -152,7 +152,7 @@ class BoostedTrees:
         trees = [predictor.nodes for round_ in hgb._predictors for predictor in round_]
         depth = max(int(nodes["depth"].max()) for nodes in trees)
         n_inner, n_leaves = 2**depth - 1, 2**depth
-        feature = np.zeros((len(trees), n_inner), dtype=np.int64)
+        feature = np.zeros((len(trees), n_inner), dtype=np.int32)
         threshold = np.full((len(trees), n_inner), np.inf)
         value = np.zeros((len(trees), n_leaves))
         for t, nodes in enumerate(trees):  # at fit time only: ≤ 2**D nodes a tree
@@ -168,7 +168,7 @@ class BoostedTrees:
                 stack += [(int(nodes["left"][node]), 2 * pos + 1, level + 1),
                           (int(nodes["right"][node]), 2 * pos + 2, level + 1)]
         self.depth_, self.n_trees_ = depth, len(trees)
-        self.feature_, self.threshold_, self.value_ = feature.ravel().astype(np.int32), threshold.ravel(), value.ravel()
+        self.feature_, self.threshold_, self.value_ = feature.ravel(), threshold.ravel(), value.ravel()
         self.baseline_ = float(np.ravel(hgb._baseline_prediction)[0])
         return self
 
